@@ -1,0 +1,146 @@
+"""The `my` command: arguments, processed left to right, become config updates and action calls.
+
+This room knows nothing about Keras: the session room is imported only when an action needs it, so `my --help`
+and config errors answer at once.
+"""
+
+import logging
+import os
+import sys
+import traceback
+
+from mayo_lite import __version__
+from mayo_lite.config import Config
+from mayo_lite.errors import UserError
+
+log = logging.getLogger("mayo_lite")
+
+# The descriptions of the actions in mayo_lite.session.actions.ACTIONS (a test checks both list the same names).
+ACTION_HELP = {
+    "train": "train until system.max_epochs (float epoch counter, restored from checkpoints), saving checkpoints",
+    "eval": "evaluate on the validation split and print top-1 and top-5",
+    "info": "per-layer output shape, parameters and MACs, and totals",
+    "reset-num-epochs": "set the epoch counter to 0, so a loaded checkpoint trains a full schedule again",
+    "save": "save the current session as checkpoint `latest`",
+    "export": "write the fully merged, fully resolved config to export.yaml",
+    "eval-all": "evaluate every saved checkpoint of the run and write eval_all.csv",
+}
+
+USAGE = """usage: my ARG [ARG ...]
+
+Arguments are processed left to right:
+  FILE.yaml       merge a config file (looked up in the current directory, then in the bundled configs/)
+  KEY.PATH=VALUE  set a key; VALUE is YAML (0.5, null, [0, 1], {a: 1}, true, abc)
+  ACTION          run an action on the config as it stands
+
+Actions:
+{actions}
+
+Example:
+  my models/lenet5.yaml datasets/fashion_mnist.yaml trainers/lenet5.yaml train eval info
+
+A config change after an action discards the session; the next action builds a fresh one and loads the
+checkpoint named by system.checkpoint.load (latest by default).
+Exit status: 0 success, 2 usage or config error, 1 any other failure.
+Options: -h/--help this text; --version the version."""
+
+
+def usage():
+    width = max(map(len, ACTION_HELP))
+    return USAGE.replace("{actions}", "\n".join(f"  {name.ljust(width)}  {text}" for name, text in ACTION_HELP.items()))
+
+
+class Runner:
+    """The config as it stands and the session built from it, discarded when the config changes."""
+
+    def __init__(self):
+        self.cfg = Config()
+        self._session = None
+
+    def session(self):
+        if self._session is None or self._session.version != self.cfg.version:
+            self._session = None
+            from mayo_lite.session import Session  # TensorFlow loads only when an action needs a model
+            self._session = Session(self.cfg)
+        return self._session
+
+    def discard_session(self):
+        self._session = None
+
+    def act(self, name):
+        from mayo_lite.session import ACTIONS
+        _configure_logging(self.cfg.get("system.log.level", "info"))
+        log.debug("action %s", name)
+        ACTIONS[name](self)
+
+
+def _configure_logging(level):
+    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+    if level not in levels:
+        raise UserError(f"system.log.level: expected one of {', '.join(levels)}, got {level!r}")
+    log.setLevel(levels[level])
+
+
+def _classify(argument):
+    if argument.endswith((".yaml", ".yml")):
+        return "file"
+    if "=" in argument:
+        return "override"
+    if argument in ACTION_HELP:
+        return "action"
+    return None
+
+
+def main(argv=None):
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if not arguments or arguments[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if arguments[0] == "--version":
+        print(f"mayo-lite {__version__}")
+        return 0
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A fresh handler per call: it must write to the sys.stderr of this call (tests swap it between calls).
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for argument in arguments:
+        if _classify(argument) is None:
+            print(f"my: error: unknown argument {argument!r}: not a .yaml file, a key=value override or an action "
+                  f"({', '.join(ACTION_HELP)}); see my --help", file=sys.stderr)
+            return 2
+    runner = Runner()
+    try:
+        for argument in arguments:
+            kind = _classify(argument)
+            if kind == "file":
+                runner.cfg.load(argument)
+            elif kind == "override":
+                runner.cfg.override(argument)
+            else:
+                runner.act(argument)
+    except UserError as error:
+        if log.isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        print(f"my: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("my: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the launcher's last line of defence: one line, exit status 1
+        if log.isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        message = str(error).strip().splitlines()
+        print(f"my: error: {type(error).__name__}: {message[0] if message else ''} "
+              "(system.log.level=debug shows the traceback)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_exit():
+    """Entry point of the installed `my` console script."""
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Keras layers this project adds; ordinary Keras 3 layers, usable without the rest of the package.
+
+The runner builds models from them, but `from mayo_lite.layers import ...` needs nothing else from mayo-lite.
+"""
+
+from mayo_lite.layers.normalization import LocalResponseNormalization
+from mayo_lite.layers.reduction import ReduceMean
+from mayo_lite.layers.reshaping import Squeeze
+
+__all__ = ["LocalResponseNormalization", "ReduceMean", "Squeeze"]

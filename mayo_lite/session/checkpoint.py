@@ -1,0 +1,128 @@
+"""Checkpoints of a run: model weights, optimizer state and the epoch counter, matched by variable name.
+
+Keras' own `.weights.h5` files restore by position and refuse partial matches, and `tf.train.Checkpoint` matches
+by object graph; Mayo's workflow needs name matching instead (a dense checkpoint loads into a gated or masked
+model, listing the new variables), so a checkpoint is a plain `.npz` archive keyed by variable path. It is written
+to a temporary file and renamed into place, so a crash during saving never leaves a half-written checkpoint.
+"""
+
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mayo_lite.errors import CheckpointError
+
+log = logging.getLogger("mayo_lite")
+
+SUFFIX = ".npz"
+_EPOCH_NAME = re.compile(r"^epoch-(\d+)$")
+
+
+def epoch_name(epoch):
+    return f"epoch-{int(epoch)}"
+
+
+class CheckpointStore:
+    """The checkpoints of one run, in one directory (`checkpoints/<model>/<dataset>/` by default)."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def locate(self, selector):
+        """The file `system.checkpoint.load` names: `latest`, a name, an epoch number, or a path."""
+        if isinstance(selector, bool) or selector is None:
+            raise CheckpointError(f"system.checkpoint.load: expected latest, a name, an epoch or a path, "
+                                  f"got {selector!r}")
+        if isinstance(selector, (int, float)):
+            if selector < 0 or selector != int(selector):
+                raise CheckpointError(f"system.checkpoint.load: an epoch must be a whole number, got {selector!r}")
+            return self.directory / f"{epoch_name(selector)}{SUFFIX}"
+        text = str(selector)
+        if text.isdigit():
+            return self.directory / f"{epoch_name(int(text))}{SUFFIX}"
+        path = Path(text).expanduser()
+        if "/" in text or text.endswith(SUFFIX):
+            return path / f"latest{SUFFIX}" if path.is_dir() else path
+        return self.directory / f"{text}{SUFFIX}"
+
+    def available(self):
+        """Every checkpoint of the run, numbered ones by epoch, then named ones by name."""
+        if not self.directory.is_dir():
+            return []
+        files = [p for p in self.directory.iterdir() if p.suffix == SUFFIX and not p.name.startswith(".")]
+
+        def order(path):
+            match = _EPOCH_NAME.match(path.stem)
+            return (0, int(match.group(1)), "") if match else (1, 0, path.stem)
+        return sorted(files, key=order)
+
+    def save(self, name, variables, epoch, meta):
+        """Writes `name`.npz atomically; `variables` maps names to arrays."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        target = self.directory / f"{name}{SUFFIX}"
+        arrays = dict(variables)
+        arrays["__epoch__"] = np.float64(epoch)
+        arrays["__meta__"] = np.array(json.dumps(meta))
+        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **arrays)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return target
+
+    def prune_numbered(self, keep):
+        """Deletes the oldest numbered checkpoints beyond the newest `keep`."""
+        numbered = [p for p in self.available() if _EPOCH_NAME.match(p.stem)]
+        for path in numbered[:max(len(numbered) - keep, 0)]:
+            path.unlink(missing_ok=True)
+
+
+def read(path):
+    """Reads a checkpoint file: (variables, epoch, meta). Any defect is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            variables = {key: archive[key] for key in archive.files if not key.startswith("__")}
+            epoch = float(archive["__epoch__"]) if "__epoch__" in archive.files else 0.0
+            meta = json.loads(str(archive["__meta__"])) if "__meta__" in archive.files else {}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a readable mayo-lite checkpoint ({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else 'corrupt'})") from None
+    if not math.isfinite(epoch):
+        raise CheckpointError(f"{path}: corrupt epoch counter {epoch}")
+    return variables, epoch, meta
+
+
+def match(targets, stored, path):
+    """Pairs `targets` (name -> variable) with `stored` arrays by name.
+
+    Returns (pairs, missing, extra). A shape mismatch is an error naming the variable and both shapes; it is
+    checked for every pair before anything is assigned, so a failed load changes nothing.
+    """
+    pairs, missing = [], []
+    for name, variable in targets.items():
+        if name not in stored:
+            missing.append(name)
+            continue
+        value = stored[name]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise CheckpointError(
+                f"{path}: variable {name} has shape {tuple(value.shape)} in the checkpoint but "
+                f"{tuple(variable.shape)} in the model")
+        pairs.append((variable, value))
+    extra = sorted(set(stored) - set(targets))
+    return pairs, missing, extra

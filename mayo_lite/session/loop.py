@@ -1,0 +1,142 @@
+"""The training and evaluation loops of a session.
+
+A custom step under `strategy.run` rather than `Model.fit`: `fit` fails under MultiWorkerMirroredStrategy
+(architecture.md, measured with TF 2.21), and one code path must serve every strategy. Keras' `Progbar` still
+draws the progress bar. Each step returns summed counts that are reduced across replicas, so the figures are
+exact whatever the number of replicas.
+"""
+
+import logging
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mayo_lite.errors import UserError
+
+log = logging.getLogger("mayo_lite")
+
+TOP_K = 5
+
+
+class DivergedError(UserError):
+    """The loss became NaN or infinite; training stopped without saving it."""
+
+
+def _counts(labels, logits, num_classes):
+    labels = tf.cast(labels, tf.int32)
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    top1 = tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64))
+    k = min(TOP_K, num_classes)
+    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, tf.cast(logits, tf.float32), k), tf.float64))
+    return top1, top5
+
+
+class Loops:
+    """Compiled train and eval steps for one session's model and optimizer."""
+
+    def __init__(self, session):
+        self.session = session
+        self.strategy = session.strategy
+        self.model = session.model
+        self.num_classes = int(self.model.output.shape[-1])
+        self._train_step = None
+        self._eval_step = None
+
+    def _build_train_step(self):
+        model, optimizer, strategy = self.model, self.session.optimizer, self.strategy
+        examples = float(self.session.examples("train"))
+        replicas = strategy.num_replicas_in_sync
+        epoch = self.session.epoch.variable
+        num_classes = self.num_classes
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                logits = model(images, training=True)
+                losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                loss = tf.reduce_mean(losses)
+                regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+                total = (loss + regularization) / replicas
+            gradients = tape.gradient(total, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            top1, top5 = _counts(labels, logits, num_classes)
+            count = tf.cast(tf.shape(labels)[0], tf.float64)
+            return tf.cast(loss, tf.float64) * count, top1, top5, count, tf.cast(total, tf.float64) * replicas
+
+        @tf.function
+        def step(batch):
+            results = strategy.run(replica_step, args=batch)
+            loss, top1, top5, count, total = [
+                strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
+            epoch.assign_add(count / examples)
+            return loss, top1, top5, count, total / replicas
+        return step
+
+    def _build_eval_step(self):
+        model, strategy, num_classes = self.model, self.strategy, self.num_classes
+
+        def replica_step(images, labels):
+            logits = model(images, training=False)
+            losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            top1, top5 = _counts(labels, logits, num_classes)
+            return (tf.reduce_sum(tf.cast(losses, tf.float64)), top1, top5,
+                    tf.cast(tf.shape(labels)[0], tf.float64))
+
+        @tf.function
+        def step(batch):
+            results = strategy.run(replica_step, args=batch)
+            return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
+        return step
+
+    def train(self, max_epochs, on_epoch_end):
+        """Trains until the epoch counter reaches `max_epochs`; calls `on_epoch_end(epoch)` at each boundary."""
+        session = self.session
+        if self._train_step is None:
+            self._train_step = self._build_train_step()
+        examples = session.examples("train")
+        steps = math.ceil(examples / session.batch_size)
+        while session.epoch.value < max_epochs - 1e-9:
+            index = int(math.floor(session.epoch.value + 1e-9))
+            done = int(round((session.epoch.value - index) * examples / session.batch_size))
+            dataset = session.pipeline("train", index).skip(done)
+            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "top1", "lr"])
+            log.info("epoch %d/%s", index + 1, epoch_text(max_epochs))
+            totals = np.zeros(4)
+            for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=done + 1):
+                loss, top1, top5, count, total = (float(v) for v in self._train_step(batch))
+                if not math.isfinite(total):
+                    raise DivergedError(
+                        f"training diverged: the loss became {total} at epoch {session.epoch.value:.3f} "
+                        f"(step {number} of epoch {index + 1}); nothing of it was saved, the last good checkpoint "
+                        "is kept")
+                totals += (loss, top1, top5, count)
+                bar.update(number, [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3]),
+                                    ("lr", float(session.learning_rate()))])
+                if session.epoch.value >= max_epochs - 1e-9:
+                    break
+            if session.epoch.value >= index + 1 - 1e-6:
+                # Snap to the boundary: summed float increments land a hair off whole epochs.
+                session.epoch.assign(index + 1)
+            on_epoch_end(session.epoch.value)
+
+    def evaluate(self, progress=True):
+        """Top-1, top-5 and mean loss over the validation split."""
+        session = self.session
+        if self._eval_step is None:
+            self._eval_step = self._build_eval_step()
+        dataset = session.pipeline("validate")
+        steps = math.ceil(session.examples("validate") / session.batch_size)
+        bar = keras.utils.Progbar(steps, verbose=1 if progress else 0)
+        totals = np.zeros(4)
+        for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=1):
+            totals += [float(v) for v in self._eval_step(batch)]
+            bar.update(number)
+        if totals[3] == 0:
+            raise UserError(f"dataset {session.dataset.get('name')}: the validation split is empty")
+        return {"top1": float(totals[1] / totals[3]), "top5": float(totals[2] / totals[3]),
+                "loss": float(totals[0] / totals[3]), "examples": int(totals[3])}
+
+
+def epoch_text(epoch):
+    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.3f}"

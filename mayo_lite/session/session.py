@@ -1,0 +1,205 @@
+"""One run: the distribution strategy, the model, the optimizer and schedule, the epoch counter, checkpoints.
+
+A session is built from a config as it stands when an action needs it; the command line discards it when the
+config changes. Data pipelines are built lazily, so `info` on CIFAR-10 needs no CIFAR-10 files.
+"""
+
+import logging
+
+import keras
+import tensorflow as tf
+
+from mayo_lite import registry
+from mayo_lite.data import make_dataset, num_examples
+from mayo_lite.errors import CheckpointError, ConfigError
+from mayo_lite.net import build_model
+from mayo_lite.session import checkpoint
+from mayo_lite.session.loop import Loops, epoch_text
+
+log = logging.getLogger("mayo_lite")
+
+STRATEGIES = {
+    "default": tf.distribute.get_strategy,
+    "mirrored": tf.distribute.MirroredStrategy,
+    "multi_worker": tf.distribute.MultiWorkerMirroredStrategy,
+}
+
+
+class EpochCounter:
+    """Mayo's float epoch counter: examples seen / examples per epoch; drives the schedule and max_epochs.
+
+    Float64, because a float32 counter drifts by whole steps over a long run of tiny increments.
+    """
+
+    def __init__(self):
+        self.variable = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch",
+                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    @property
+    def value(self):
+        return float(self.variable.numpy())
+
+    def assign(self, value):
+        self.variable.assign(float(value))
+
+
+def _positive_integer(cfg, key):
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{cfg.origin(key)}: {key}: expected a positive integer, got {value!r}")
+    return value
+
+
+class Session:
+    """The live objects of one run, built from a config."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.version = cfg.version
+        seed = cfg.get("system.seed", None)
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, int):
+                raise ConfigError(f"{cfg.origin('system.seed')}: system.seed: expected an integer, got {seed!r}")
+            keras.utils.set_random_seed(seed)
+        self.seed = seed
+        self.strategy = self._strategy()
+        self.dataset = cfg.get("dataset")
+        self.batch_size = _positive_integer(cfg, "system.batch_size_per_gpu") * self.strategy.num_replicas_in_sync
+        with self.strategy.scope():
+            self.model = build_model(cfg.get("model"), self.input_shape(), origin=cfg.origin)
+            self.epoch = EpochCounter()
+            self.optimizer = self._optimizer()
+        self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
+        self._pipelines = {}
+        self._loops = None
+        self._load_selected()
+
+    @property
+    def loops(self):
+        if self._loops is None:
+            self._loops = Loops(self)
+        return self._loops
+
+    # -- construction -----------------------------------------------------------------------------------------
+
+    def _strategy(self):
+        name = self.cfg.get("system.strategy")
+        if name == "default" and _positive_integer(self.cfg, "system.num_gpus") > 1:
+            name = "mirrored"
+        if name not in STRATEGIES:
+            raise ConfigError(f"{self.cfg.origin('system.strategy')}: system.strategy: unknown strategy {name!r} "
+                              f"(known: {', '.join(STRATEGIES)})")
+        return STRATEGIES[name]()
+
+    def input_shape(self):
+        shape = self.cfg.get("dataset.task.shape")
+        try:
+            values = tuple(shape[key] for key in ("height", "width", "channels"))
+        except (TypeError, KeyError):
+            raise ConfigError(f"{self.cfg.origin('dataset.task.shape')}: dataset.task.shape: expected "
+                              f"{{height, width, channels}}, got {shape!r}") from None
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+            raise ConfigError(f"{self.cfg.origin('dataset.task.shape')}: dataset.task.shape: expected positive "
+                              f"integers, got {shape!r}")
+        return values
+
+    def _optimizer(self):
+        """The optimizer of `train.optimizer`, with the learning rate a function of the epoch counter."""
+        if self.cfg.get("train", None) is None:
+            return None
+        self.schedule = registry.learning_rate_schedule(
+            self.cfg.get("train.learning_rate"), f"{self.cfg.origin('train.learning_rate')}: train.learning_rate")
+        optimizer = registry.build("optimizer", self.cfg.get("train.optimizer"),
+                                   f"{self.cfg.origin('train.optimizer')}: train.optimizer")
+        # Keras calls a callable learning rate at every update, so the rate follows the epoch counter exactly.
+        optimizer.learning_rate = self.learning_rate
+        optimizer.build(self.model.trainable_variables)
+        return optimizer
+
+    def learning_rate(self):
+        return tf.cast(self.schedule(tf.cast(self.epoch.variable, tf.float32)), tf.float32)
+
+    # -- data -------------------------------------------------------------------------------------------------
+
+    def examples(self, split):
+        return num_examples(self.dataset, split)
+
+    def pipeline(self, split, epoch=0):
+        """The batched dataset of one pass over `split`; training order depends on the seed and the epoch."""
+        training = split == "train"
+        key = (split, epoch if training else None)
+        if key not in self._pipelines:
+            if training:
+                self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] != "train"}
+            seed = None if self.seed is None else self.seed + (epoch if training else 0)
+            self._pipelines[key] = make_dataset(
+                self.dataset, split, self.batch_size, training, seed=seed,
+                search_path=self.cfg.get("system.search_path.dataset"),
+                shuffle_buffer=self.cfg.get("system.pipeline.shuffle_buffer"),
+                cache=self.cfg.get("system.pipeline.cache"))
+        return self._pipelines[key]
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+
+    def variables(self):
+        """Everything a checkpoint holds, by name: model variables and optimizer state."""
+        named = {f"model/{v.path}": v for v in self.model.variables}
+        if self.optimizer is not None:
+            # Without the optimizer's own name, which Keras makes unique per process (sgd, sgd_1, ...).
+            named.update({f"optimizer/{v.path.split('/', 1)[-1]}": v for v in self.optimizer.variables})
+        return named
+
+    def save(self, name="latest"):
+        values = {name: variable.numpy() for name, variable in self.variables().items()}
+        meta = {"model": self.model.name, "dataset": self.dataset.get("name"),
+                "optimizer": type(self.optimizer).__name__ if self.optimizer else None}
+        path = self.store.save(name, values, self.epoch.value, meta)
+        log.info("saved checkpoint %s (epoch %s)", path, epoch_text(self.epoch.value))
+        return path
+
+    def _load_selected(self):
+        selector = self.cfg.get("system.checkpoint.load", None)
+        if selector is None:
+            return
+        path = self.store.locate(selector)
+        if not path.is_file():
+            if selector == "latest":
+                log.info("no checkpoint at %s: starting from initial weights", path)
+                return
+            available = ", ".join(p.stem for p in self.store.available()) or "none"
+            raise CheckpointError(f"system.checkpoint.load={selector}: no checkpoint at {path} "
+                                  f"(checkpoints of this run: {available})")
+        self.load(path)
+
+    def load(self, path):
+        stored, epoch, meta = checkpoint.read(path)
+        model_targets = {k: v for k, v in self.variables().items() if k.startswith("model/")}
+        pairs, missing, extra = checkpoint.match(model_targets, stored, path)
+        optimizer_stored = {k: v for k, v in stored.items() if k.startswith("optimizer/")}
+        extra = [name for name in extra if not name.startswith("optimizer/")]
+        if not pairs and model_targets:
+            raise CheckpointError(f"{path}: shares no variable with model {self.model.name!r} "
+                                  f"(checkpoint of {meta.get('model', 'an unknown model')!r})")
+        optimizer_pairs = []
+        if self.optimizer is not None and optimizer_stored:
+            targets = {k: v for k, v in self.variables().items() if k.startswith("optimizer/")}
+            try:
+                optimizer_pairs, _, _ = checkpoint.match(targets, optimizer_stored, path)
+            except CheckpointError:
+                log.info("optimizer state in %s does not fit this model; it starts afresh", path)
+        for variable, value in pairs + optimizer_pairs:
+            variable.assign(value)
+        self.epoch.assign(epoch)
+        log.info("loaded checkpoint %s (epoch %s)", path, epoch_text(epoch))
+        if missing:
+            log.info("%d variable(s) not in the checkpoint keep their initial values: %s",
+                     len(missing), ", ".join(name.removeprefix("model/") for name in missing))
+        if extra:
+            log.info("%d variable(s) in the checkpoint are not in this model: %s",
+                     len(extra), ", ".join(name.removeprefix("model/") for name in extra))
+        if self.optimizer is not None and optimizer_stored and not optimizer_pairs:
+            log.info("the checkpoint's optimizer state (%s) does not match %s; it starts afresh",
+                     meta.get("optimizer"), type(self.optimizer).__name__)
+        return missing, extra
+
+
