@@ -231,3 +231,16 @@ def test_lenet5_learns_fashion_mnist_in_a_fraction_of_an_epoch(tmp_path, monkeyp
     out = capsys.readouterr().out
     top1 = float(re.search(r"^top1: ([\d.]+)%, top5: ", out, re.MULTILINE).group(1))
     assert top1 > 60.0, out
+
+
+def test_two_replicas_train_through_the_same_step(tmp_path):
+    """system.num_gpus=2 without GPUs splits the CPU into two replicas; the counts stay exact."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = subprocess.run([str(ROOT / "my"), "tiny.yaml", "system.num_gpus=2", "system.batch_size_per_gpu=16",
+                             "system.max_epochs=1", "train", "eval"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 replicas under MirroredStrategy" in result.stderr
+    assert re.search(r"^top1: [\d.]+%, top5: 100.00%$", result.stdout, re.MULTILINE)
+    variables, epoch, _ = read(tmp_path / "checkpoints" / "tiny" / "synthetic" / "latest.npz")
+    assert epoch == 1.0 and np.isfinite(variables["model/conv0/kernel"]).all()

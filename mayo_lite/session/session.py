@@ -43,6 +43,18 @@ class EpochCounter:
         self.variable.assign(float(value))
 
 
+def _cpu_replicas(count):
+    """Splits the CPU into `count` logical devices, so multi-replica training can be tried without GPUs."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    if len(tf.config.get_logical_device_configuration(cpu) or []) != count:
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+        except RuntimeError:
+            raise ConfigError(f"system.num_gpus={count}: no GPUs, and the CPU can no longer be split into "
+                              f"{count} replicas in this process (TensorFlow is already initialised)") from None
+    return [device.name for device in tf.config.list_logical_devices("CPU")[:count]]
+
+
 def _positive_integer(cfg, key):
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -63,6 +75,8 @@ class Session:
             keras.utils.set_random_seed(seed)
         self.seed = seed
         self.strategy = self._strategy()
+        if self.strategy.num_replicas_in_sync > 1:
+            log.info("%d replicas under %s", self.strategy.num_replicas_in_sync, type(self.strategy).__name__)
         self.dataset = cfg.get("dataset")
         self.batch_size = _positive_integer(cfg, "system.batch_size_per_gpu") * self.strategy.num_replicas_in_sync
         with self.strategy.scope():
@@ -84,11 +98,14 @@ class Session:
 
     def _strategy(self):
         name = self.cfg.get("system.strategy")
-        if name == "default" and _positive_integer(self.cfg, "system.num_gpus") > 1:
+        replicas = _positive_integer(self.cfg, "system.num_gpus")
+        if name == "default" and replicas > 1:
             name = "mirrored"
         if name not in STRATEGIES:
             raise ConfigError(f"{self.cfg.origin('system.strategy')}: system.strategy: unknown strategy {name!r} "
                               f"(known: {', '.join(STRATEGIES)})")
+        if name == "mirrored" and not tf.config.list_physical_devices("GPU"):
+            return tf.distribute.MirroredStrategy(_cpu_replicas(replicas))
         return STRATEGIES[name]()
 
     def input_shape(self):
