@@ -1,0 +1,165 @@
+"""The YAML configuration language of mayo-lite (config-language.md): `Config` and module substitution.
+
+`Config` merges the built-in defaults, YAML files and command-line overrides, and resolves `$()` references and
+`!arith` expressions lazily, when a value is read. The `cli` feeds it arguments, the `session` reads it; like
+them it never sees TensorFlow. `loader`, `tree`, `references`, `arith` and `keys` each hold one part of the language.
+"""
+
+import copy
+import functools
+import os
+from pathlib import Path
+
+import yaml
+
+import mayo_lite
+from mayo_lite.config.arith import Arith, Dumper
+from mayo_lite.config.keys import format_path, located_error, parse_path
+from mayo_lite.config.loader import MAX_DEPTH, load_file, parse_value, to_tree
+from mayo_lite.config.references import MissingPath, Resolver, substitute_module_kwargs
+from mayo_lite.config.tree import Origins, PathError, merge_into, set_path
+
+__all__ = ["Config", "substitute_module_kwargs", "BUNDLED_CONFIGS", "Arith"]
+
+_PACKAGE_DIR = Path(mayo_lite.__file__).resolve().parent
+# An installed wheel carries the configs inside the package; a source checkout has them beside it.
+BUNDLED_CONFIGS = (
+    _PACKAGE_DIR / "configs" if (_PACKAGE_DIR / "configs").is_dir() else _PACKAGE_DIR.parent / "configs"
+)
+DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
+
+_REQUIRED = object()
+
+
+def _no_recursion_error(method):
+    # Limits on nesting and reference depth keep resolution well inside Python's stack, but a caller that is
+    # itself deep in the stack could still hit the ceiling; that must read as a config error, not a crash.
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RecursionError:
+            subject = repr(args[0])[:80] if args else ""
+            raise located_error(f"Config.{method.__name__}({subject})", "nested too deeply to process") from None
+
+    return guarded
+
+
+class Config:
+    """A configuration: defaults, then every file and override merged in order, read through `get`.
+
+    Every `load`, `override` and `set` increments `version`, so holders of derived state (the session)
+    can tell that the config changed.
+    """
+
+    def __init__(self):
+        self._tree = {}
+        self._origins = Origins()
+        self.version = 0
+        for tree, name in load_file(DEFAULTS, "defaults"):
+            merge_into(self._tree, tree, self._origins, name)
+
+    @_no_recursion_error
+    def load(self, path):
+        """Merge a YAML file and what it imports; looked up in the current directory, then in the bundled configs."""
+        found, name = self._find(path)
+        for tree, layer_name in load_file(found, name):
+            merge_into(self._tree, tree, self._origins, layer_name)
+        self.version += 1
+
+    @staticmethod
+    def _find(path):
+        text = os.fspath(path)
+        candidate = Path(text)
+        if candidate.exists():
+            return candidate, text
+        bundled = BUNDLED_CONFIGS / candidate
+        if not candidate.is_absolute() and bundled.exists():
+            relative = os.path.relpath(bundled)
+            return bundled, relative if not relative.startswith("..") else str(bundled)
+        raise located_error(text, f"no such config file (looked in ./ and {BUNDLED_CONFIGS})")
+
+    @_no_recursion_error
+    def override(self, argument):
+        """Apply a command-line `key.path=VALUE`, VALUE read as YAML."""
+        origin = f"command line ({argument})"
+        key, separator, text = argument.partition("=")
+        if not separator or not key.strip():
+            raise located_error(origin, "expected KEY.PATH=VALUE")
+        self._set(key.strip(), parse_value(text, origin), origin)
+
+    @_no_recursion_error
+    def set(self, path, value, origin="Config.set"):
+        """Set a key path to a plain Python value (replacing what was there), creating mappings on the way."""
+        self._set(path, to_tree(value, origin), origin)
+
+    def _set(self, path, value, origin):
+        keys = self._parse(path, origin)
+        if len(keys) > MAX_DEPTH:
+            raise located_error(origin, f"key path deeper than {MAX_DEPTH} levels")
+        try:
+            set_path(self._tree, keys, value, self._origins, origin)
+        except PathError as error:
+            raise located_error(origin, error) from None
+        self.version += 1
+
+    @_no_recursion_error
+    def get(self, path, default=_REQUIRED):
+        """The fully resolved value at a key path (a copy); `default` if given and the path does not exist."""
+        keys = self._parse(path)
+        try:
+            return Resolver(self._tree, self._origins).read(keys)
+        except MissingPath as missing:
+            if default is not _REQUIRED:
+                return default
+            raise self._missing(missing) from None
+
+    def __getitem__(self, path):
+        return self.get(path)
+
+    def __contains__(self, path):
+        absent = object()
+        return self.get(path, absent) is not absent
+
+    @_no_recursion_error
+    def raw(self, path):
+        """The value at a key path as merged, references and expressions not resolved (a copy)."""
+        try:
+            node, _ = Resolver(self._tree, self._origins).locate(self._parse(path))
+        except MissingPath as missing:
+            raise self._missing(missing) from None
+        return copy.deepcopy(node)
+
+    @_no_recursion_error
+    def resolved(self):
+        """The whole config, fully resolved, as plain Python data."""
+        return Resolver(self._tree, self._origins).read_all()
+
+    def dump(self):
+        """The fully resolved config as YAML text."""
+        return yaml.dump(self.resolved(), Dumper=Dumper, sort_keys=False, allow_unicode=True)
+
+    def origin(self, path):
+        """The file or override that last set a key path or its nearest ancestor (None if none did)."""
+        return self._origins.lookup(self._parse(path))
+
+    def copy(self):
+        """An independent copy: changing one never changes the other."""
+        twin = Config.__new__(Config)
+        twin._tree = copy.deepcopy(self._tree)
+        twin._origins = self._origins.copy()
+        twin.version = self.version
+        return twin
+
+    @staticmethod
+    def _parse(path, origin=None):
+        if not isinstance(path, str):
+            raise located_error(origin, f"a key path must be a string, not {type(path).__name__}")
+        try:
+            return parse_path(path)
+        except ValueError as error:
+            raise located_error(origin, error) from None
+
+    def _missing(self, missing):
+        origin = self._origins.lookup(missing.found)
+        return located_error(origin, format_path(missing.path), f"no such key ({missing.detail})")
