@@ -1,0 +1,158 @@
+"""The `tf.data` pipeline the session trains and evaluates on: source, cache, shuffle, preprocess, batch, prefetch.
+
+The session hands in the resolved `dataset` section and the `system.pipeline` settings and repeats the one-epoch
+dataset it gets back; the source readers (`sources.py`) and the steps (`preprocess.py`) do the rest.
+"""
+
+import logging
+import math
+import numbers
+
+import tensorflow as tf
+
+from mayo_lite.data.description import (
+    check_split,
+    dataset_name,
+    label_offset,
+    lookup,
+    positive_int,
+    task_shape,
+)
+from mayo_lite.data.preprocess import apply_steps, compile_steps
+from mayo_lite.data.sources import SOURCES
+from mayo_lite.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# `cache="auto"` keeps a split's decoded images in memory below this estimated size.
+CACHE_LIMIT_BYTES = 2 * 1024**3
+
+# The preprocessing lists that follow the split's own (`train` or `validate`), in this order.
+FINAL_PHASES = ("final_cpu", "final_gpu")
+
+# The per-image seeds of validation: fixed, so any random step there is the same on every pass.
+VALIDATION_SEED = 0
+
+
+def num_examples(dataset, split):
+    """The number of examples in one epoch of `split`, from `dataset.num_examples_per_epoch.<split>`."""
+    check_split(split)
+    return positive_int(dataset, f"num_examples_per_epoch.{split}")
+
+
+def _check_argument(name, value, valid, expected):
+    if not valid:
+        raise ConfigError(
+            f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
+        )
+
+
+def _is_positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
+
+
+def _should_cache(cache, examples, count, shape):
+    if cache != "auto":
+        return cache
+    if examples.in_memory:
+        return False
+    image_spec = examples.dataset.element_spec[0]
+    image_shape = image_spec.shape if image_spec.shape.is_fully_defined() else shape
+    return count * math.prod(image_shape) * image_spec.dtype.size < CACHE_LIMIT_BYTES
+
+
+def _format_shape(shape):
+    return "x".join("?" if size is None else str(size) for size in shape)
+
+
+def make_dataset(
+    dataset,
+    split,
+    batch_size,
+    training,
+    seed=None,
+    search_path=(".", "/usr/share/datasets"),
+    shuffle_buffer=10000,
+    cache="auto",
+    drop_remainder=False,
+):
+    """One epoch of `split` as batches of (images float32 [B, H, W, C], labels int32 [B]).
+
+    Args:
+        dataset: the resolved `dataset` section of the config (a plain dict).
+        split: "train" or "validate".
+        batch_size: examples per batch.
+        training: True shuffles (again on every iteration) and applies the `train` steps; False keeps the file
+            order and applies the `validate` steps. `final_cpu` and `final_gpu` follow in both.
+        seed: an integer makes the shuffle and the random augmentation repeatable; None draws them afresh.
+        search_path: directories where data sources look for their files.
+        shuffle_buffer: examples held by the training shuffle.
+        cache: "auto" keeps decoded images in memory when the split is estimated below 2 GiB and is not in memory
+            already; True or False force it.
+        drop_remainder: drop the last batch when it is smaller than `batch_size`.
+
+    Images have exactly the shape `dataset.task.shape`; a source whose images end up another shape after
+    preprocessing is a ConfigError.
+    """
+    check_split(split)
+    _check_argument("batch_size", batch_size, _is_positive_int(batch_size), "a positive integer")
+    _check_argument("shuffle_buffer", shuffle_buffer, _is_positive_int(shuffle_buffer), "a positive integer")
+    _check_argument("cache", cache, cache == "auto" or isinstance(cache, bool), '"auto", True or False')
+    is_seed = seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool))
+    _check_argument("seed", seed, is_seed, "an integer or None")
+    name = dataset_name(dataset)
+    shape = task_shape(dataset)
+    count = num_examples(dataset, split)
+    source_type = lookup(dataset, "source.type")
+    if source_type not in SOURCES:
+        raise ConfigError(
+            f"Unknown dataset.source.type {source_type!r}; known source types: {', '.join(sorted(SOURCES))}"
+        )
+    phases = ("train" if training else "validate",) + FINAL_PHASES
+    steps = [
+        step
+        for phase in phases
+        for step in compile_steps(lookup(dataset, f"task.preprocess.{phase}", None), f"dataset.task.preprocess.{phase}")
+    ]
+    moment = lookup(dataset, "task.moment", None)
+    offset = label_offset(dataset)
+
+    examples = SOURCES[source_type](dataset, split, search_path)
+    logger.info("%s, %s split: %s", name, split, examples.origin)
+    cardinality = int(examples.dataset.cardinality())
+    if cardinality >= 0 and cardinality != count:
+        logger.warning(
+            "%s: the %s split holds %d examples but dataset.num_examples_per_epoch.%s is %d",
+            name, split, cardinality, split, count,
+        )
+    pipeline = examples.dataset
+    if _should_cache(cache, examples, count, shape):
+        pipeline = pipeline.cache()
+    if training:
+        pipeline = pipeline.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        image_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    else:
+        image_seeds = tf.data.Dataset.random(seed=VALIDATION_SEED)
+    pipeline = tf.data.Dataset.zip((pipeline, image_seeds))
+
+    # Not converted by AutoGraph: the steps are a fixed Python list, and a ConfigError raised while tracing them
+    # must reach the user as its one line, which AutoGraph would wrap in a multi-line "in user code" report.
+    @tf.autograph.experimental.do_not_convert
+    def preprocess(example, image_seed):
+        image, label = example
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        image = apply_steps(image, steps, shape, moment, image_seed)
+        return image, tf.cast(label, tf.int32) + offset
+
+    # Order is kept unless it cannot be repeated anyway (unseeded training), where not waiting is faster.
+    deterministic = not training or seed is not None
+    pipeline = pipeline.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    image_shape = tuple(pipeline.element_spec[0].shape)
+    if image_shape != shape:
+        raise ConfigError(
+            f"dataset.task.shape is {_format_shape(shape)} (height x width x channels) but the {split} images of "
+            f"{name} are {_format_shape(image_shape)} after preprocessing; fix dataset.task.shape or add a resize "
+            f"or crop step to dataset.task.preprocess"
+        )
+    pipeline = pipeline.batch(int(batch_size), drop_remainder=drop_remainder)
+    return pipeline.prefetch(tf.data.AUTOTUNE)
