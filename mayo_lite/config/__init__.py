@@ -143,6 +143,11 @@ class Config:
         """The file or override that last set a key path or its nearest ancestor (None if none did)."""
         return self._origins.lookup(self._parse(path))
 
+    def where(self, path):
+        """`file: key.path` for error messages, or just the key path when nothing set it."""
+        origin = self.origin(path)
+        return f"{origin}: {path}" if origin else path
+
     def copy(self):
         """An independent copy: changing one never changes the other."""
         twin = Config.__new__(Config)

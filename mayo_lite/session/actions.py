@@ -28,7 +28,7 @@ def _plumbing(runner, name, data):
 def _max_epochs(cfg):
     value = cfg.get("system.max_epochs")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{cfg.origin('system.max_epochs')}: system.max_epochs: expected a positive number, "
+        raise ConfigError(f"{cfg.where('system.max_epochs')}: expected a positive number, "
                           f"got {value!r}")
     return float(value)
 

@@ -58,7 +58,7 @@ def _cpu_replicas(count):
 def _positive_integer(cfg, key):
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{cfg.origin(key)}: {key}: expected a positive integer, got {value!r}")
+        raise ConfigError(f"{cfg.where(key)}: expected a positive integer, got {value!r}")
     return value
 
 
@@ -71,7 +71,7 @@ class Session:
         seed = cfg.get("system.seed", None)
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int):
-                raise ConfigError(f"{cfg.origin('system.seed')}: system.seed: expected an integer, got {seed!r}")
+                raise ConfigError(f"{cfg.where('system.seed')}: expected an integer, got {seed!r}")
             keras.utils.set_random_seed(seed)
         self.seed = seed
         self.strategy = self._strategy()
@@ -102,7 +102,7 @@ class Session:
         if name == "default" and replicas > 1:
             name = "mirrored"
         if name not in STRATEGIES:
-            raise ConfigError(f"{self.cfg.origin('system.strategy')}: system.strategy: unknown strategy {name!r} "
+            raise ConfigError(f"{self.cfg.where('system.strategy')}: unknown strategy {name!r} "
                               f"(known: {', '.join(STRATEGIES)})")
         if name == "mirrored" and not tf.config.list_physical_devices("GPU"):
             return tf.distribute.MirroredStrategy(_cpu_replicas(replicas))
@@ -113,10 +113,10 @@ class Session:
         try:
             values = tuple(shape[key] for key in ("height", "width", "channels"))
         except (TypeError, KeyError):
-            raise ConfigError(f"{self.cfg.origin('dataset.task.shape')}: dataset.task.shape: expected "
+            raise ConfigError(f"{self.cfg.where('dataset.task.shape')}: expected "
                               f"{{height, width, channels}}, got {shape!r}") from None
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise ConfigError(f"{self.cfg.origin('dataset.task.shape')}: dataset.task.shape: expected positive "
+            raise ConfigError(f"{self.cfg.where('dataset.task.shape')}: expected positive "
                               f"integers, got {shape!r}")
         return values
 
@@ -125,9 +125,9 @@ class Session:
         if self.cfg.get("train", None) is None:
             return None
         self.schedule = registry.learning_rate_schedule(
-            self.cfg.get("train.learning_rate"), f"{self.cfg.origin('train.learning_rate')}: train.learning_rate")
+            self.cfg.get("train.learning_rate"), f"{self.cfg.where('train.learning_rate')}")
         optimizer = registry.build("optimizer", self.cfg.get("train.optimizer"),
-                                   f"{self.cfg.origin('train.optimizer')}: train.optimizer")
+                                   f"{self.cfg.where('train.optimizer')}")
         # Keras calls a callable learning rate at every update, so the rate follows the epoch counter exactly.
         optimizer.learning_rate = self.learning_rate
         optimizer.build(self.model.trainable_variables)
