@@ -61,8 +61,17 @@ def test_lenet5_macs_match_hand_count():
     assert totals(layer_table(model))["macs"] == expected == 2_293_000
 
 
-def test_slim_cifarnet_builds_with_lrn_and_fully_connected_layers():
+def test_slim_cifarnet_is_cifarnet_at_quarter_width():
     model = bundled("models/cifarnet_slim.yaml", (32, 32, 3))
+    assert [model.get_layer(f"conv{i}").filters for i in range(8)] == [16, 16, 32, 32, 32, 48, 48, 48]
+    expected = (conv_macs(30, 30, 3, 3, 16) + conv_macs(30, 30, 3, 16, 16) + conv_macs(15, 15, 3, 16, 32)
+                + 2 * conv_macs(15, 15, 3, 32, 32) + conv_macs(8, 8, 3, 32, 48)
+                + 2 * conv_macs(8, 8, 3, 48, 48) + 48 * 10)
+    assert totals(layer_table(model))["macs"] == expected
+
+
+def test_tf_slim_cifarnet_builds_with_lrn_and_fully_connected_layers():
+    model = bundled("models/tfslim_cifarnet.yaml", (32, 32, 3))
     names = [layer.name for layer in model.layers]
     assert "norm1" in names and "fc3" in names
     assert model.output.shape[1:] == (10,)

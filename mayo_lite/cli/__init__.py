@@ -4,6 +4,8 @@ This room knows nothing about Keras: the session room is imported only when an a
 and config errors answer at once.
 """
 
+import contextlib
+import difflib
 import logging
 import os
 import sys
@@ -60,7 +62,7 @@ class Runner:
     def session(self):
         if self._session is None or self._session.version != self.cfg.version:
             self._session = None
-            from mayo_lite.session import Session  # TensorFlow loads only when an action needs a model
+            from mayo_lite.session import Session
             self._session = Session(self.cfg)
         return self._session
 
@@ -68,10 +70,34 @@ class Runner:
         self._session = None
 
     def act(self, name):
-        from mayo_lite.session import ACTIONS
         _configure_logging(self.cfg.get("system.log.level", "info"))
+        with _native_notices_silenced(not log.isEnabledFor(logging.DEBUG)):
+            from mayo_lite.session import ACTIONS  # TensorFlow loads only when an action runs
         log.debug("action %s", name)
         ACTIONS[name](self)
+
+
+@contextlib.contextmanager
+def _native_notices_silenced(silence):
+    """Silences file descriptor 2 while TensorFlow starts.
+
+    Its C++ runtime prints start-up notices (CUDA probing, absl initialisation) straight to the descriptor,
+    before TF_CPP_MIN_LOG_LEVEL takes effect; on a CPU machine they are noise around the program's own lines.
+    `system.log.level=debug` keeps them.
+    """
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _configure_logging(level):
@@ -110,8 +136,10 @@ def main(argv=None):
     log.propagate = False
     for argument in arguments:
         if _classify(argument) is None:
-            print(f"my: error: unknown argument {argument!r}: not a .yaml file, a key=value override or an action "
-                  f"({', '.join(ACTION_HELP)}); see my --help", file=sys.stderr)
+            close = difflib.get_close_matches(argument, list(ACTION_HELP), 1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            print(f"my: error: unknown argument {argument!r}: not a .yaml file, a key=value override or an action; "
+                  f"{hint}actions: {', '.join(ACTION_HELP)} (see my --help)", file=sys.stderr)
             return 2
     runner = Runner()
     try:

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from mayo_lite.layers.reshaping import non_batch_axes
+
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class ReduceMean(keras.layers.Layer):
@@ -18,11 +20,7 @@ class ReduceMean(keras.layers.Layer):
 
     def __init__(self, axis=(1, 2), keepdims=False, **kwargs):
         super().__init__(**kwargs)
-        axes = [axis] if isinstance(axis, int) else list(axis)
-        if not axes or any(not isinstance(a, int) or a == 0 for a in axes):
-            raise ValueError(
-                f"Invalid value received for argument `axis`. Expected non-batch axes. Received: axis={axis}")
-        self.axis = axes
+        self.axis = non_batch_axes(axis)
         self.keepdims = bool(keepdims)
 
     def call(self, inputs):

@@ -4,6 +4,15 @@ import keras
 from keras import ops
 
 
+def non_batch_axes(axis):
+    """`axis` (an int or a list) as a list of axes, none of them the batch axis."""
+    axes = [axis] if isinstance(axis, int) else list(axis)
+    if not axes or any(not isinstance(a, int) or a == 0 for a in axes):
+        raise ValueError(
+            f"Invalid value received for argument `axis`. Expected non-batch axes. Received: axis={axis}")
+    return axes
+
+
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class Squeeze(keras.layers.Layer):
     """Removes the size-1 axes `axis` from its input.
@@ -16,11 +25,7 @@ class Squeeze(keras.layers.Layer):
 
     def __init__(self, axis=(1, 2), **kwargs):
         super().__init__(**kwargs)
-        axes = [axis] if isinstance(axis, int) else list(axis)
-        if not axes or any(not isinstance(a, int) or a == 0 for a in axes):
-            raise ValueError(
-                f"Invalid value received for argument `axis`. Expected non-batch axes. Received: axis={axis}")
-        self.axis = axes
+        self.axis = non_batch_axes(axis)
 
     def build(self, input_shape):
         rank = len(input_shape)

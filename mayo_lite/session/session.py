@@ -18,6 +18,9 @@ from mayo_lite.session.loop import Loops, epoch_text
 
 log = logging.getLogger("mayo_lite")
 
+# Listed once, at import: the CLI imports this module with TensorFlow's native start-up notices silenced.
+GPUS = tf.config.list_physical_devices("GPU")
+
 STRATEGIES = {
     "default": tf.distribute.get_strategy,
     "mirrored": tf.distribute.MirroredStrategy,
@@ -104,7 +107,7 @@ class Session:
         if name not in STRATEGIES:
             raise ConfigError(f"{self.cfg.where('system.strategy')}: unknown strategy {name!r} "
                               f"(known: {', '.join(STRATEGIES)})")
-        if name == "mirrored" and not tf.config.list_physical_devices("GPU"):
+        if name == "mirrored" and not GPUS:
             return tf.distribute.MirroredStrategy(_cpu_replicas(replicas))
         return STRATEGIES[name]()
 
