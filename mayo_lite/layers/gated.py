@@ -1,0 +1,502 @@
+"""Feature Boosting and Suppression (Gao et al., ICLR 2019): a convolution whose output channels a small predictor
+boosts or switches off for each input. The exact semantics are shared/design/fbs.md.
+
+`GatedConv2D` is a `keras.layers.Conv2D`, so MAC counting and kernel masks treat it as one; it brings its own
+normalisation, gate and activation. `GlobalThreshold` is the one moving threshold that gated layers may share,
+moved by `update_global_threshold` after each training forward pass.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+INITIAL_THRESHOLD = -0.1
+MIXTURE_EPSILON = 1e-3
+PREDICTOR_STDDEV = 0.05
+
+POLICIES = ("parametric", "squeeze", "naive")
+THRESHOLDS = ("online", "local", "global")
+NORMS = ("batch", "channel")
+GRANULARITIES = ("channel",)
+PADDINGS = ("same", "valid")
+
+# How the input is subsampled to one value per channel before the predictor.
+POOLS = {
+    "avg": lambda x: ops.mean(x, axis=(1, 2)),
+    "max": lambda x: ops.max(x, axis=(1, 2)),
+    "l1": lambda x: ops.mean(ops.abs(x), axis=(1, 2)),
+    "l2": lambda x: ops.mean(ops.square(x), axis=(1, 2)),
+}
+
+
+def _mixture(vector):
+    """Squared coefficient of variation, fbs.md's `Var(v) / (Mean(v) + ε)²`."""
+    return ops.var(vector) / ops.square(ops.mean(vector) + MIXTURE_EPSILON)
+
+
+# Sparsity regularisers of g = gamma · active, shape (batch, channels); `mse` (naive policy) is separate.
+SPARSITY_REGULARIZERS = {
+    "l1": lambda g: ops.sum(ops.abs(g)),
+    "l2": lambda g: ops.sum(ops.square(g)),
+    "moe": lambda g: _mixture(ops.sum(g, axis=0)),
+    "moi": lambda g: _mixture(ops.sum(g, axis=1)),
+}
+REGULARIZERS = (*SPARSITY_REGULARIZERS, "mse")
+
+
+def active_count(channels, density):
+    """`ceil(channels · density)`, the most channels a sample keeps."""
+    # Rounded first: 10 · 0.7 is 7.000000000000001 in floating point, and its ceiling would keep 8 channels.
+    return math.ceil(round(channels * density, 9))
+
+
+def kth_largest(gamma, k):
+    """The k-th largest value of each row of `gamma`, without gradient; shape (batch, 1)."""
+    values, _ = ops.top_k(ops.stop_gradient(gamma), k)
+    return values[:, k - 1:k]
+
+
+def _follow(variable, per_sample_thresholds, decay):
+    variable.assign(decay * variable + (1.0 - decay) * ops.mean(per_sample_thresholds))
+
+
+def _per_sample(values):
+    """(batch, channels) or (channels,) values broadcast over the spatial axes of (batch, H, W, channels)."""
+    return ops.expand_dims(ops.expand_dims(values, 1), 1) if len(values.shape) == 2 else values
+
+
+class _Arguments:
+    """Raises Keras-style errors for bad constructor arguments, prefixed with the layer's name when it has one."""
+
+    def __init__(self, name):
+        self.where = f"Layer '{name}': " if name else ""
+
+    def invalid(self, argument, expected, value):
+        return ValueError(f"{self.where}Invalid value received for argument `{argument}`. Expected {expected}. "
+                          f"Received: {argument}={value!r}")
+
+    def choice(self, argument, value, choices):
+        if value not in choices:
+            raise self.invalid(argument, "one of " + ", ".join(repr(c) for c in choices), value)
+        return value
+
+    def number(self, argument, value, low, high, low_open=False, expected=None):
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or value > high or value < low or (low_open and value == low)):
+            interval = f"{'(' if low_open else '['}{low}, {high}]"
+            raise self.invalid(argument, expected or f"a float in {interval}", value)
+        return float(value)
+
+
+@keras.saving.register_keras_serializable(package="mayo_lite")
+class GlobalThreshold(keras.layers.Layer):
+    """One moving gate threshold shared by every `GatedConv2D` that is given it with `threshold="global"`.
+
+    It owns a single non-trainable scalar variable `threshold` (initially -0.1). `update_global_threshold` moves it
+    during training to `decay · t + (1 − decay) · mean_over_batch(per-sample threshold)`, where the per-sample
+    threshold is taken over the gammas of all its enabled gated layers together. It is never called on tensors.
+
+    Args:
+        decay: moving-average decay of the threshold, in [0, 1].
+    """
+
+    def __init__(self, decay=0.9997, **kwargs):
+        arguments = _Arguments(kwargs.get("name"))
+        super().__init__(**kwargs)
+        self.decay = arguments.number("decay", decay, 0, 1)
+        self.threshold_variable = self.add_weight(
+            name="threshold", shape=(), initializer=keras.initializers.Constant(INITIAL_THRESHOLD),
+            trainable=False, aggregation="mean")
+        self.built = True
+
+    def update(self, per_sample_thresholds):
+        """Moves the threshold towards the batch mean of `per_sample_thresholds`."""
+        _follow(self.threshold_variable, per_sample_thresholds, self.decay)
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="mayo_lite")
+class GatedConv2D(keras.layers.Conv2D):
+    """2D convolution with Feature Boosting and Suppression: a predictor scales each output channel per sample
+    (gamma) and switches off all but the `ceil(filters · density)` most salient ones, which are then exactly zero.
+
+    The layer normalises its convolution itself (it takes the place of Conv2D + BatchNormalization + Activation).
+    With `policy="parametric"` (the paper's), the output is `act(n · (active·gamma) + active·beta)`, where `n` is
+    the batch-normalised convolution without scale and center, `gamma = act(pool(x) · W + b)` is predicted from
+    the pooled input, and `active` marks the channels above the threshold (no gradient). `squeeze` gives
+    `active · gamma · act(BN(conv(x)))` and `naive` gives `active · act(BN(conv(x)))` with an ordinary batch norm.
+
+    Choices fbs.md leaves open: with `factor > 0` the predictor's hidden layer uses ReLU and its biases start at
+    the same value as the output bias (1.0 for gamma, 0.0 for beta), so no hidden unit starts dead; the `beta`
+    predictor (`parametric_beta`) has no activation, so beta can be negative like the constant it replaces;
+    `norm="channel"` adds `epsilon` to the per-sample variance; the output is multiplied by `active` after the
+    activation, so switched-off channels are exactly zero whatever `act(0)` is; with `enable=False` every
+    channel is active (`add_beta_first` still applies); the naive policy's `mse` target is the pooled output
+    before the `active` mask, as in Mayo, so a switched-off channel can still learn to come back; `local` and
+    `global` thresholds select the channels with the threshold as it was before this batch's update.
+
+    Density: every call assigns the fraction of active channels (mean over the batch) to the non-trainable
+    scalar variable `last_density`, inside `tf.function` and under a distribution strategy alike (replicas are
+    averaged); a runner reads it after each step and averages it over the batches.
+
+    Global threshold: give every gated layer of a model the same `GlobalThreshold` instance. During training
+    (`training=True`) each enabled layer records its gamma; after the forward pass, in the same traced step
+    (inside `strategy.run` for a distributed step), the training step must call
+    `update_global_threshold(model)` to move the shared threshold. A `.keras` save/load keeps the sharing (Keras
+    deserialises a shared object once); `get_config`/`from_config` of a single layer gives a new, unshared one.
+
+    Args:
+        filters: number of output channels.
+        kernel_size, strides, dilation_rate: as `keras.layers.Conv2D`.
+        padding: `"same"` or `"valid"`.
+        density: fraction of output channels kept per sample, in (0, 1].
+        policy: `"parametric"`, `"squeeze"` or `"naive"`.
+        threshold: `"online"` (per-sample top-k), `"local"` (a moving threshold of this layer) or `"global"`
+            (the moving threshold of `global_threshold`).
+        pool: how the input is pooled for the predictor: `"avg"`, `"max"`, `"l1"` (mean of abs) or `"l2"`
+            (mean of squares).
+        factor: 0 for a one-layer predictor; `> 0` for two layers with `ceil(filters / factor)` hidden units.
+        enable: False keeps the gate's scaling but switches no channel off.
+        regularizer: dict of loss weights `{l1, l2, moe, moi, mse}`; a weight of 0 or less is ignored. `mse`
+            (matching gamma to the pooled output) is the naive policy's, and that policy needs it.
+        trainable_gate: whether the predictor's weights train.
+        norm: `"batch"` (batch statistics while training, moving ones otherwise) or `"channel"` (each sample's
+            own moments over height and width).
+        parametric_beta: parametric policy: predict beta with a second predictor instead of a learned constant.
+        add_beta_first: parametric policy: `act((n + active·beta) · active·gamma)`.
+        decay: moving-average decay of the `local` threshold (a `GlobalThreshold` has its own).
+        granularity: `"channel"`; `"vector"` is not supported.
+        activation: the layer's activation, applied to the output and to the predictor's gamma.
+        momentum, epsilon: of the batch normalisation, as in `keras.layers.BatchNormalization`.
+        center: whether there is a beta (the parametric beta, initially 0.1, or the batch norm's offset).
+        scale: the batch norm's scale for `squeeze` and `naive`; must be True for `parametric`, whose gamma
+            replaces it.
+        kernel_initializer, kernel_regularizer: of the convolution kernel.
+        global_threshold: the shared `GlobalThreshold`, required with `threshold="global"`.
+        use_mask: add a non-trainable `mask` (ones) of the kernel's shape; the effective kernel is
+            `kernel · mask`, so static kernel pruning composes with FBS.
+
+    Call arguments:
+        inputs: a 4D tensor `(batch, height, width, channels)`.
+        training: True uses batch statistics, updates the moving statistics and the local threshold, and
+            records gamma for the global threshold.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="same", density=1.0, policy="parametric",
+                 threshold="online", pool="avg", factor=0, enable=True, regularizer=None, trainable_gate=True,
+                 norm="batch", parametric_beta=False, add_beta_first=False, decay=0.9997, granularity="channel",
+                 activation="relu", momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 kernel_initializer="glorot_uniform", kernel_regularizer=None, dilation_rate=1,
+                 global_threshold=None, use_mask=False, **kwargs):
+        arguments = _Arguments(kwargs.get("name"))
+        padding = arguments.choice("padding", padding.lower() if isinstance(padding, str) else padding, PADDINGS)
+        self.density = arguments.number("density", density, 0, 1, low_open=True)
+        self.policy = arguments.choice("policy", policy, POLICIES)
+        self.threshold = arguments.choice("threshold", threshold, THRESHOLDS)
+        self.pool = arguments.choice("pool", pool, tuple(POOLS))
+        self.norm = arguments.choice("norm", norm, NORMS)
+        if granularity == "vector":
+            raise arguments.invalid("granularity", "'channel' ('vector' is not supported)", granularity)
+        self.granularity = arguments.choice("granularity", granularity, GRANULARITIES)
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 0:
+            raise arguments.invalid("factor", "a non-negative integer", factor)
+        self.factor = factor
+        self.decay = arguments.number("decay", decay, 0, 1)
+        self.momentum = arguments.number("momentum", momentum, 0, 1)
+        self.epsilon = arguments.number("epsilon", epsilon, 0, math.inf, low_open=True,
+                                        expected="a positive float")
+        self.regularizer = self._check_regularizer(arguments, regularizer, policy)
+        if policy == "parametric" and not scale:
+            raise arguments.invalid("scale", "True with policy='parametric' (its gamma replaces the batch norm's "
+                                             "scale)", scale)
+        if policy != "parametric":
+            for name, value in (("parametric_beta", parametric_beta), ("add_beta_first", add_beta_first)):
+                if value:
+                    raise arguments.invalid(name, "False unless policy='parametric'", value)
+        if parametric_beta and not center:
+            raise arguments.invalid("parametric_beta", "False when center=False (there is no beta)",
+                                    parametric_beta)
+        if threshold == "global" and not isinstance(global_threshold, GlobalThreshold):
+            raise arguments.invalid("global_threshold", "a GlobalThreshold with threshold='global'",
+                                    global_threshold)
+        if threshold != "global" and global_threshold is not None:
+            raise arguments.invalid("global_threshold", "None unless threshold='global'", global_threshold)
+        super().__init__(filters, kernel_size, strides=strides, padding=padding, data_format="channels_last",
+                         dilation_rate=dilation_rate, activation=activation, use_bias=False,
+                         kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer, **kwargs)
+        self.enable = bool(enable)
+        self.trainable_gate = bool(trainable_gate)
+        self.parametric_beta = bool(parametric_beta)
+        self.add_beta_first = bool(add_beta_first)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.use_mask = bool(use_mask)
+        self.global_threshold = global_threshold
+        self._recorded_gamma = None
+
+    @staticmethod
+    def _check_regularizer(arguments, regularizer, policy):
+        if regularizer is not None and not isinstance(regularizer, dict):
+            raise arguments.invalid("regularizer", "a dict of loss weights or None", regularizer)
+        regularizer = dict(regularizer or {})
+        for name, weight in regularizer.items():
+            arguments.choice("regularizer", name, REGULARIZERS)
+            arguments.number(f"regularizer.{name}", weight, -math.inf, math.inf, expected="a number")
+        if policy == "naive" and not regularizer.get("mse", 0) > 0:
+            raise arguments.invalid("regularizer", "a positive `mse` weight with policy='naive' (it is what trains "
+                                                   "the naive gate)", regularizer)
+        if policy != "naive" and "mse" in regularizer:
+            raise arguments.invalid("regularizer", "no `mse` unless policy='naive'", regularizer)
+        return {name: float(weight) for name, weight in regularizer.items()}
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        channels_in = input_shape[-1]
+        channels = (self.filters,)
+        if self.use_mask:
+            self.mask = self.add_weight(name="mask", shape=self._kernel.shape, initializer="ones", trainable=False)
+        if self.norm == "batch":
+            self.moving_mean = self.add_weight(
+                name="moving_mean", shape=channels, initializer="zeros", trainable=False, autocast=False)
+            self.moving_variance = self.add_weight(
+                name="moving_variance", shape=channels, initializer="ones", trainable=False, autocast=False)
+        parametric = self.policy == "parametric"
+        self.gamma = None
+        if self.scale and not parametric:
+            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
+        self.beta = None
+        if self.center and not self.parametric_beta:
+            self.beta = self.add_weight(
+                name="beta", shape=channels, initializer=keras.initializers.Constant(0.1 if parametric else 0.0))
+        self._add_predictor("gate", channels_in, bias=1.0)
+        if self.parametric_beta:
+            self._add_predictor("beta", channels_in, bias=0.0)
+        if self.threshold == "local":
+            self.threshold_variable = self.add_weight(
+                name="threshold", shape=(), initializer=keras.initializers.Constant(INITIAL_THRESHOLD),
+                trainable=False, aggregation="mean")
+        self.last_density = self.add_weight(
+            name="last_density", shape=(), initializer="ones", trainable=False, aggregation="mean")
+
+    def _predictor_names(self, prefix):
+        return [f"{prefix}_hidden", prefix] if self.factor else [prefix]
+
+    def _add_predictor(self, prefix, channels_in, bias):
+        """Creates `{prefix}_kernel`/`{prefix}_bias` (and `{prefix}_hidden_...` with a factor): pooled input to
+        one value per output channel."""
+        sizes = [channels_in, math.ceil(self.filters / self.factor), self.filters] if self.factor else [
+            channels_in, self.filters]
+        for name, fan_in, fan_out in zip(self._predictor_names(prefix), sizes, sizes[1:]):
+            kernel = self.add_weight(
+                name=f"{name}_kernel", shape=(fan_in, fan_out), trainable=self.trainable_gate,
+                initializer=keras.initializers.TruncatedNormal(stddev=PREDICTOR_STDDEV))
+            bias_variable = self.add_weight(
+                name=f"{name}_bias", shape=(fan_out,), trainable=self.trainable_gate,
+                initializer=keras.initializers.Constant(bias))
+            setattr(self, f"{name}_kernel", kernel)
+            setattr(self, f"{name}_bias", bias_variable)
+
+    def _predict(self, prefix, pooled, activation):
+        *hidden, last = self._predictor_names(prefix)
+        for name in hidden:
+            pooled = ops.relu(ops.matmul(pooled, getattr(self, f"{name}_kernel")) + getattr(self, f"{name}_bias"))
+        return activation(ops.matmul(pooled, getattr(self, f"{last}_kernel")) + getattr(self, f"{last}_bias"))
+
+    def _active(self, gamma):
+        """1.0 for the channels the gate keeps, 0.0 for the others; no gradient."""
+        k = active_count(self.filters, self.density)
+        if not self.enable or k == self.filters:
+            return ops.ones_like(gamma)
+        if self.threshold == "online":
+            threshold = kth_largest(gamma, k + 1)
+        elif self.threshold == "local":
+            threshold = self.threshold_variable
+        else:
+            threshold = self.global_threshold.threshold_variable
+        return ops.cast(ops.stop_gradient(gamma) > ops.cast(threshold, gamma.dtype), gamma.dtype)
+
+    def compute_gate(self, inputs, training=False):
+        """What the gate decides for `inputs`: `(gamma, active)`, each (batch, filters), active as 0/1 floats.
+
+        Reads the thresholds without moving them; `training` is accepted for symmetry with `call`, the gate
+        itself does not depend on it.
+        """
+        inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        gamma = self._predict("gate", POOLS[self.pool](inputs), self.activation)
+        return gamma, self._active(gamma)
+
+    def _normalize(self, conved, training):
+        if self.norm == "channel":
+            mean, variance = ops.moments(conved, axes=(1, 2), keepdims=True)
+        elif training and self.trainable:
+            mean, variance = ops.moments(conved, axes=(0, 1, 2))
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        return (conved - mean) * ops.rsqrt(variance + self.epsilon)
+
+    def _follow_threshold(self, gamma):
+        """Training only: moves the local threshold, or records gamma for `update_global_threshold`."""
+        if self.threshold == "global" and self.enable:
+            self._recorded_gamma = ops.stop_gradient(gamma)
+        k = active_count(self.filters, self.density)
+        if self.threshold == "local" and k < self.filters:
+            _follow(self.threshold_variable, kth_largest(gamma, k + 1), self.decay)
+
+    def _batch_norm_affine(self, normalized):
+        if self.gamma is not None:
+            normalized = normalized * self.gamma
+        return normalized + self.beta if self.beta is not None else normalized
+
+    def _parametric_output(self, normalized, gamma, active, pooled):
+        gate = _per_sample(active * gamma)
+        if self.parametric_beta:
+            beta = self._predict("beta", pooled, lambda x: x)
+        else:
+            beta = self.beta
+        if beta is None:
+            mixed = normalized * gate
+        elif self.add_beta_first:
+            mixed = (normalized + _per_sample(active * beta)) * gate
+        else:
+            mixed = normalized * gate + _per_sample(active * beta)
+        return _per_sample(active) * self.activation(mixed)
+
+    def _squeeze_output(self, normalized, gamma, active, pooled):
+        return _per_sample(active * gamma) * self.activation(self._batch_norm_affine(normalized))
+
+    def _naive_output(self, normalized, gamma, active, pooled):
+        activated = self.activation(self._batch_norm_affine(normalized))
+        target = ops.stop_gradient(POOLS[self.pool](activated))
+        self.add_loss(self.regularizer["mse"] * ops.mean(ops.square(gamma - target)))
+        return _per_sample(active) * activated
+
+    _POLICY_OUTPUTS = {"parametric": _parametric_output, "squeeze": _squeeze_output, "naive": _naive_output}
+
+    def call(self, inputs, training=None):
+        kernel = self.kernel * self.mask if self.use_mask else self.kernel
+        normalized = self._normalize(self.convolution_op(inputs, kernel), training)
+        pooled = POOLS[self.pool](inputs)
+        gamma = self._predict("gate", pooled, self.activation)
+        active = self._active(gamma)
+        if training:
+            self._follow_threshold(gamma)
+        outputs = self._POLICY_OUTPUTS[self.policy](self, normalized, gamma, active, pooled)
+        for name, weight in self.regularizer.items():
+            if name in SPARSITY_REGULARIZERS and weight > 0:
+                self.add_loss(weight * SPARSITY_REGULARIZERS[name](gamma * active))
+        self.last_density.assign(ops.mean(active))
+        return outputs
+
+    # Conv2D saves only its kernel and bias; this layer's state is all of its own variables.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def get_config(self):
+        # Conv2D's config names arguments this layer does not take (groups, use_bias, data_format, ...).
+        config = keras.layers.Layer.get_config(self)
+        config.update({
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "density": self.density,
+            "policy": self.policy,
+            "threshold": self.threshold,
+            "pool": self.pool,
+            "factor": self.factor,
+            "enable": self.enable,
+            "regularizer": dict(self.regularizer),
+            "trainable_gate": self.trainable_gate,
+            "norm": self.norm,
+            "parametric_beta": self.parametric_beta,
+            "add_beta_first": self.add_beta_first,
+            "decay": self.decay,
+            "granularity": self.granularity,
+            "activation": keras.activations.serialize(self.activation),
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "dilation_rate": self.dilation_rate,
+            "global_threshold": self._global_threshold_config(),
+            "use_mask": self.use_mask,
+        })
+        return config
+
+    def _global_threshold_config(self):
+        if self.global_threshold is None:
+            return None
+        config = keras.saving.serialize_keras_object(self.global_threshold)
+        # Keras tags a shared object only when it meets it a second time, after the first layer's config has
+        # already been copied; tagging every layer's copy lets `.keras` loading rebuild a single shared instance.
+        config["shared_object_id"] = id(self.global_threshold)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("global_threshold") is not None:
+            config["global_threshold"] = keras.saving.deserialize_keras_object(config["global_threshold"])
+        return cls(**config)
+
+
+def _gated_layers(model_or_layers):
+    if isinstance(model_or_layers, GatedConv2D):
+        yield model_or_layers
+    elif isinstance(model_or_layers, keras.Model):
+        for layer in model_or_layers.layers:
+            yield from _gated_layers(layer)
+    elif isinstance(model_or_layers, (list, tuple)):
+        for layer in model_or_layers:
+            yield from _gated_layers(layer)
+
+
+def update_global_threshold(model_or_layers, density=None):
+    """Moves each `GlobalThreshold` of `model_or_layers` (a model, nested models included, or a list of layers)
+    after a training forward pass.
+
+    The per-sample threshold is the (k+1)-th largest of the gammas of all enabled gated layers sharing that
+    `GlobalThreshold`, concatenated, with `k = ceil(total channels · density)`; the threshold moves by
+    `t ← decay·t + (1−decay)·mean_over_batch(per-sample threshold)` (no move when k is every channel).
+    `density` defaults to the layers' own, which must then agree. Call it in the same traced training step as
+    the forward pass (`model(x, training=True)`), inside `strategy.run` for a distributed step; it consumes the
+    gammas the layers recorded.
+    """
+    groups = {}
+    for layer in _gated_layers(model_or_layers):
+        if layer.threshold == "global" and layer.enable:
+            members = groups.setdefault(id(layer.global_threshold), (layer.global_threshold, {}))[1]
+            members[id(layer)] = layer
+    for shared, members in groups.values():
+        layers = list(members.values())
+        missing = [layer.name for layer in layers if layer._recorded_gamma is None]
+        if missing:
+            raise ValueError(f"update_global_threshold: no gamma recorded by layers {missing}; call the model with "
+                             f"training=True first, in the same traced step")
+        if density is None:
+            densities = sorted({layer.density for layer in layers})
+            if len(densities) > 1:
+                raise ValueError(f"update_global_threshold: the layers sharing '{shared.name}' have densities "
+                                 f"{densities}; pass `density`")
+            layer_density = densities[0]
+        else:
+            layer_density = _Arguments(None).number("density", density, 0, 1, low_open=True)
+        gammas = ops.concatenate([layer._recorded_gamma for layer in layers], axis=-1)
+        channels = gammas.shape[-1]
+        k = active_count(channels, layer_density)
+        if k < channels:
+            shared.update(kth_largest(gammas, k + 1))
+        for layer in layers:
+            layer._recorded_gamma = None
