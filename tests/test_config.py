@@ -16,6 +16,10 @@ from mayo_lite.config.arith import ArithError, evaluate
 from mayo_lite.config.tree import merge
 from mayo_lite.errors import ConfigError, UserError
 
+# Guards against blow-up (exponential expansion takes minutes or exhausts memory), not a speed target:
+# generous, so a loaded CI machine does not fail it.
+FAIL_FAST_SECONDS = 20
+
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
@@ -166,7 +170,7 @@ def test_billion_laughs_fails_fast(workdir):
     write(workdir, "laughs.yaml", "\n".join(lines) + "\n")
     start = time.perf_counter()
     message = error_of(Config().load, "laughs.yaml")
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < FAIL_FAST_SECONDS
     assert message.startswith("laughs.yaml: more than 1,000,000 values")
 
 
@@ -179,7 +183,7 @@ def test_merge_key_laughs_stay_small(workdir):
     cfg = Config()
     cfg.load("laughs.yaml")
     assert len(cfg.get("m29")) == 30
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < FAIL_FAST_SECONDS
 
 
 def test_an_alias_inside_itself_is_an_error(workdir):
@@ -195,7 +199,7 @@ def test_nesting_deeper_than_100_is_an_error(workdir):
     write(workdir, "d.yaml", "a: " + "[" * 100000 + "]" * 100000 + "\n")
     start = time.perf_counter()
     assert error_of(Config().load, "d.yaml") == "d.yaml: line 1: nested deeper than 100 levels"
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < FAIL_FAST_SECONDS
 
 
 def test_dotted_keys_deepen_the_nesting_too(workdir):
@@ -575,7 +579,7 @@ def test_references_that_multiply_are_bounded(workdir):
     cfg = loaded(workdir, "\n".join(lines) + "\n")
     start = time.perf_counter()
     assert "more than 1,000,000 values" in error_of(cfg.get, "r10")
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < FAIL_FAST_SECONDS
 
 
 def test_references_are_lazy_and_see_later_overrides(workdir):

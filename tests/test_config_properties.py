@@ -16,6 +16,10 @@ from mayo_lite.config.keys import find_key, list_index
 from mayo_lite.config.tree import merge
 from mayo_lite.errors import ConfigError
 
+# Guards against blow-up (exponential expansion takes minutes or exhausts memory), not a speed target:
+# generous, so a loaded CI machine does not fail it.
+FAIL_FAST_SECONDS = 20
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 KEYS = st.sampled_from(["a", "b", "c", "d", "0", "1"]) | st.integers(0, 2)
@@ -180,7 +184,7 @@ def test_resolution_terminates_with_a_value_or_a_config_error(values):
             assert "\n" not in str(error)
         else:
             assert not contains_text(resolved, "$(")
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < FAIL_FAST_SECONDS
 
 
 @settings(max_examples=20, deadline=None)
@@ -287,4 +291,4 @@ def test_hostile_expressions_fail_fast(expression):
     start = time.perf_counter()
     with pytest.raises(ArithError):
         evaluate(expression)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < FAIL_FAST_SECONDS
