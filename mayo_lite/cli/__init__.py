@@ -105,6 +105,8 @@ def _configure_logging(level):
     if level not in levels:
         raise UserError(f"system.log.level: expected one of {', '.join(levels)}, got {level!r}")
     log.setLevel(levels[level])
+    # TensorFlow and TensorFlow Datasets log through absl; below debug only their errors concern a user.
+    logging.getLogger("absl").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 
 
 def _classify(argument):

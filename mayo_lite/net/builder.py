@@ -6,6 +6,7 @@ can speak in the config's names. Modules are flattened: layer `conv1` of module 
 """
 
 import difflib
+import logging
 
 import keras
 
@@ -13,6 +14,8 @@ from mayo_lite import registry
 from mayo_lite.config import substitute_module_kwargs
 from mayo_lite.errors import ConfigError
 from mayo_lite.layers import LocalResponseNormalization, ReduceMean, Squeeze
+
+log = logging.getLogger("mayo_lite")
 
 GROUP_ATTRIBUTE = "mayo_group"
 
@@ -395,6 +398,9 @@ class GraphBuilder:
                                   f"{', '.join(map(repr, missing))}, which no edge produces")
         if "output" not in tensors:
             raise ConfigError(f"{self.where(f'{path}.graph')}: the graph never reaches `output`")
+        for name in layers:
+            if not str(name).startswith("_") and name not in built:
+                log.warning("%s: this layer is not used by the graph", self.where(f"{path}.layers.{name}"))
         return tensors["output"]
 
     def _target(self, edge, edge_path):
