@@ -244,3 +244,17 @@ def test_two_replicas_train_through_the_same_step(tmp_path):
     assert re.search(r"^top1: [\d.]+%, top5: 100.00%$", result.stdout, re.MULTILINE)
     variables, epoch, _ = read(tmp_path / "checkpoints" / "tiny" / "synthetic" / "latest.npz")
     assert epoch == 1.0 and np.isfinite(variables["model/conv0/kernel"]).all()
+
+
+def test_save_keep_limits_numbered_checkpoints(run, tmp_path):
+    assert run("tiny.yaml", "system.checkpoint.save.keep=1", "train") == 0
+    assert {p.name for p in checkpoints(tmp_path).iterdir()} == {"epoch-2.npz", "latest.npz"}
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(run, tmp_path, capsys):
+    assert run("tiny.yaml", "system.max_epochs=1", "train") == 0
+    (checkpoints(tmp_path) / "broken.npz").write_bytes(b"not a zip file")
+    capsys.readouterr()
+    assert run("tiny.yaml", "system.checkpoint.load=broken", "eval") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "broken.npz: not a readable mayo-lite checkpoint" in err
