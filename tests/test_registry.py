@@ -80,3 +80,11 @@ def test_unknown_names_and_arguments_are_config_errors(kind, spec, message):
     with pytest.raises(ConfigError) as error:
         registry.build(kind, spec, "train.optimizer")
     assert message in str(error.value) and "train.optimizer" in str(error.value)
+
+
+def test_warmup_ramps_linearly_into_the_schedule():
+    schedule = registry.learning_rate_schedule(
+        {"type": "exponential_decay", "initial_learning_rate": 0.1, "decay_steps": 10, "decay_rate": 0.5,
+         "warmup_epochs": 2}, "lr")
+    assert float(schedule(0.5)) == pytest.approx(0.1 * 0.5 ** 0.05 * 0.25, rel=1e-5)
+    assert float(schedule(4.0)) == pytest.approx(0.1 * 0.5 ** 0.4, rel=1e-5)

@@ -105,12 +105,11 @@ class WarmupSchedule:
         self.warmup_epochs = float(warmup_epochs)
 
     def __call__(self, epoch):
-        import tensorflow as tf  # schedules run on the epoch tensor inside the training step
         target = self.schedule(epoch)
         if self.warmup_epochs <= 0:
             return target
-        ratio = tf.minimum(tf.cast(epoch, tf.float32) / self.warmup_epochs, 1.0)
-        return tf.cast(target, tf.float32) * ratio
+        ratio = keras.ops.minimum(keras.ops.cast(epoch, "float32") / self.warmup_epochs, 1.0)
+        return keras.ops.cast(target, "float32") * ratio
 
 
 def _keras_schedule(cls, **renames):
