@@ -5,6 +5,7 @@ back to the TensorFlow Datasets builder named by `source.tfds`; when that fails 
 looked and how to get the data.
 """
 
+import functools
 import gzip
 import logging
 import os
@@ -37,10 +38,20 @@ DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
 
 
 def read_idx(path):
-    """Parses one IDX file (gzip-compressed when its name ends in `.gz`) into a NumPy array.
+    """Parses one IDX file (gzip-compressed when its name ends in `.gz`) into a read-only NumPy array.
 
-    Raises a DataError naming the file when it is unreadable, truncated or not IDX.
+    Raises a DataError naming the file when it is unreadable, truncated or not IDX. The session builds a fresh
+    training pipeline every epoch (seeded per epoch), so parsed files are kept while they are unchanged on disk.
     """
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise DataError(f"{path}: cannot read IDX file ({error})") from None
+    return _read_idx_unchanged(path, status.st_mtime_ns, status.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_unchanged(path, mtime_ns, size):
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as stream:

@@ -193,18 +193,19 @@ class Session:
 
     def load(self, path):
         stored, epoch, meta = checkpoint.read(path)
-        model_targets = {k: v for k, v in self.variables().items() if k.startswith("model/")}
-        pairs, missing, extra = checkpoint.match(model_targets, stored, path)
+        targets = self.variables()
+        model_targets = {k: v for k, v in targets.items() if k.startswith("model/")}
+        model_stored = {k: v for k, v in stored.items() if k.startswith("model/")}
         optimizer_stored = {k: v for k, v in stored.items() if k.startswith("optimizer/")}
-        extra = [name for name in extra if not name.startswith("optimizer/")]
+        pairs, missing, extra = checkpoint.match(model_targets, model_stored, path)
         if not pairs and model_targets:
             raise CheckpointError(f"{path}: shares no variable with model {self.model.name!r} "
                                   f"(checkpoint of {meta.get('model', 'an unknown model')!r})")
         optimizer_pairs = []
         if self.optimizer is not None and optimizer_stored:
-            targets = {k: v for k, v in self.variables().items() if k.startswith("optimizer/")}
+            optimizer_targets = {k: v for k, v in targets.items() if k.startswith("optimizer/")}
             try:
-                optimizer_pairs, _, _ = checkpoint.match(targets, optimizer_stored, path)
+                optimizer_pairs, _, _ = checkpoint.match(optimizer_targets, optimizer_stored, path)
             except CheckpointError:
                 log.info("optimizer state in %s does not fit this model; it starts afresh", path)
         for variable, value in pairs + optimizer_pairs:
