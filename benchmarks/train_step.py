@@ -23,10 +23,12 @@ import tensorflow as tf  # noqa: E402
 from mayo_lite.cli import Runner  # noqa: E402
 
 
-def session_for(model_file, batch):
+def session_for(model_file, batch, overrides=()):
     runner = Runner()
     for path in (model_file, "datasets/fashion_mnist.yaml", "trainers/cifarnet.yaml"):
         runner.cfg.load(path)
+    for override in overrides:
+        runner.cfg.override(override)
     runner.cfg.set("system.batch_size_per_gpu", batch)
     runner.cfg.set("system.checkpoint.load", None)
     runner.cfg.set("system.seed", 0)

@@ -172,7 +172,7 @@ def test_new_variables_are_listed_when_loading_a_smaller_model(run, tmp_path, ca
                  "model.graph.with=[conv0, pool, extra, logits]", "eval")
     assert status == 0
     err = capsys.readouterr().err
-    assert "not in the checkpoint keep their initial values: extra/kernel, extra/bias" in err
+    assert "not in the checkpoint, keep their initial values: extra/kernel, extra/bias" in err
 
 
 BAD_INPUTS = [

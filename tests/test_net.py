@@ -152,6 +152,8 @@ def test_modules_take_keyword_arguments_and_are_flattened():
 def test_every_layer_type_builds(kind):
     specs = {
         "convolution": {"kernel_size": 3, "num_outputs": 4},
+        "gated_convolution": {"kernel_size": 3, "num_outputs": 4, "gate_params": {"density": 0.5},
+                              "normalizer_fn": "batch_norm"},
         "depthwise_convolution": {"kernel_size": 3},
         "depthwise_separable_convolution": {"kernel_size": 3, "num_outputs": 4},
         "fully_connected": {"num_outputs": 4},

@@ -41,8 +41,10 @@ Actions:
 Example:
   my models/lenet5.yaml datasets/fashion_mnist.yaml trainers/lenet5.yaml train eval info
 
-A config change after an action discards the session; the next action builds a fresh one and loads the
-checkpoint named by system.checkpoint.load (latest by default).
+A config change after an action discards the session; the next action builds a fresh one and continues from
+the checkpoint the previous action loaded or saved, or, if system.checkpoint.load was changed, from the one it
+names: latest (default), a name or epoch of this run, a path, or another model's name (its run's latest, e.g. a
+dense model's for its gated variant).
 Exit status: 0 success, 2 usage or config error, 1 any other failure.
 Options: -h/--help this text; --version the version."""
 
@@ -61,10 +63,21 @@ class Runner:
 
     def session(self):
         if self._session is None or self._session.version != self.cfg.version:
-            self._session = None
+            previous, self._session = self._session, None
             from mayo_lite.session import Session
-            self._session = Session(self.cfg)
+            self._session = Session(self.cfg, continue_from=self._continuation(previous))
         return self._session
+
+    def _continuation(self, previous):
+        """The checkpoint a rebuilt session starts from: the last one the previous session loaded or saved, unless
+        `system.checkpoint.load` was changed since. That is what makes `... train _gate.density=0.5
+        reset-num-epochs train` (and a switch from a dense to a gated model) continue from the weights just
+        trained, whichever run directory they were saved in."""
+        if previous is None or previous.checkpoint_path is None:
+            return None
+        if self.cfg.get("system.checkpoint.load", None) != previous.selector:
+            return None
+        return previous.checkpoint_path
 
     def discard_session(self):
         self._session = None

@@ -3,10 +3,10 @@
 The runner builds models from them, but `from mayo_lite.layers import ...` needs nothing else from mayo-lite.
 """
 
-from mayo_lite.layers.gated import GatedConv2D, GlobalThreshold, update_global_threshold
+from mayo_lite.layers.gated import GatedConv2D, GlobalThreshold, gated_layers, mean_density, update_global_threshold
 from mayo_lite.layers.normalization import LocalResponseNormalization
 from mayo_lite.layers.reduction import ReduceMean
 from mayo_lite.layers.reshaping import Squeeze
 
-__all__ = ["GatedConv2D", "GlobalThreshold", "LocalResponseNormalization", "ReduceMean", "Squeeze",
-           "update_global_threshold"]
+__all__ = ["GatedConv2D", "GlobalThreshold", "LocalResponseNormalization", "ReduceMean", "Squeeze", "gated_layers",
+           "mean_density", "update_global_threshold"]

@@ -66,6 +66,18 @@ def _per_sample(values):
     return ops.expand_dims(ops.expand_dims(values, 1), 1) if len(values.shape) == 2 else values
 
 
+class GateArgumentError(ValueError):
+    """A bad constructor argument of a gated layer; `argument`, `expected` and `value` say which and why, so a
+    caller (the YAML model builder) can name the argument in its own terms."""
+
+    def __init__(self, where, argument, expected, value):
+        super().__init__(f"{where}Invalid value received for argument `{argument}`. Expected {expected}. "
+                         f"Received: {argument}={value!r}")
+        self.argument = argument
+        self.expected = expected
+        self.value = value
+
+
 class _Arguments:
     """Raises Keras-style errors for bad constructor arguments, prefixed with the layer's name when it has one."""
 
@@ -73,8 +85,7 @@ class _Arguments:
         self.where = f"Layer '{name}': " if name else ""
 
     def invalid(self, argument, expected, value):
-        return ValueError(f"{self.where}Invalid value received for argument `{argument}`. Expected {expected}. "
-                          f"Received: {argument}={value!r}")
+        return GateArgumentError(self.where, argument, expected, value)
 
     def choice(self, argument, value, choices):
         if value not in choices:
@@ -162,7 +173,9 @@ class GatedConv2D(keras.layers.Conv2D):
         enable: False keeps the gate's scaling but switches no channel off.
         regularizer: dict of loss weights `{l1, l2, moe, moi, mse}`; a weight of 0 or less is ignored. `mse`
             (matching gamma to the pooled output) is the naive policy's, and that policy needs it.
-        trainable_gate: whether the predictor's weights train.
+        trainable_gate: whether the predictor's weights (and the parametric policy's beta) train.
+        trainable_kernel: whether the convolution kernel (and the `squeeze`/`naive` batch norm's scale and offset)
+            train; False with `trainable_gate=True` trains the gates of a frozen network.
         norm: `"batch"` (batch statistics while training, moving ones otherwise) or `"channel"` (each sample's
             own moments over height and width).
         parametric_beta: parametric policy: predict beta with a second predictor instead of a learned constant.
@@ -187,6 +200,7 @@ class GatedConv2D(keras.layers.Conv2D):
 
     def __init__(self, filters, kernel_size, strides=1, padding="same", density=1.0, policy="parametric",
                  threshold="online", pool="avg", factor=0, enable=True, regularizer=None, trainable_gate=True,
+                 trainable_kernel=True,
                  norm="batch", parametric_beta=False, add_beta_first=False, decay=0.9997, granularity="channel",
                  activation="relu", momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, dilation_rate=1,
@@ -229,6 +243,7 @@ class GatedConv2D(keras.layers.Conv2D):
                          kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer, **kwargs)
         self.enable = bool(enable)
         self.trainable_gate = bool(trainable_gate)
+        self.trainable_kernel = bool(trainable_kernel)
         self.parametric_beta = bool(parametric_beta)
         self.add_beta_first = bool(add_beta_first)
         self.center = bool(center)
@@ -254,6 +269,7 @@ class GatedConv2D(keras.layers.Conv2D):
 
     def build(self, input_shape):
         super().build(input_shape)
+        self._kernel.trainable = self.trainable_kernel
         channels_in = input_shape[-1]
         channels = (self.filters,)
         if self.use_mask:
@@ -266,11 +282,13 @@ class GatedConv2D(keras.layers.Conv2D):
         parametric = self.policy == "parametric"
         self.gamma = None
         if self.scale and not parametric:
-            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones")
+            self.gamma = self.add_weight(name="gamma", shape=channels, initializer="ones",
+                                         trainable=self.trainable_kernel)
         self.beta = None
         if self.center and not self.parametric_beta:
             self.beta = self.add_weight(
-                name="beta", shape=channels, initializer=keras.initializers.Constant(0.1 if parametric else 0.0))
+                name="beta", shape=channels, initializer=keras.initializers.Constant(0.1 if parametric else 0.0),
+                trainable=self.trainable_gate if parametric else self.trainable_kernel)
         self._add_predictor("gate", channels_in, bias=1.0)
         if self.parametric_beta:
             self._add_predictor("beta", channels_in, bias=0.0)
@@ -417,6 +435,7 @@ class GatedConv2D(keras.layers.Conv2D):
             "enable": self.enable,
             "regularizer": dict(self.regularizer),
             "trainable_gate": self.trainable_gate,
+            "trainable_kernel": self.trainable_kernel,
             "norm": self.norm,
             "parametric_beta": self.parametric_beta,
             "add_beta_first": self.add_beta_first,
@@ -452,15 +471,26 @@ class GatedConv2D(keras.layers.Conv2D):
         return cls(**config)
 
 
-def _gated_layers(model_or_layers):
+def gated_layers(model_or_layers):
+    """Every `GatedConv2D` of a model (nested models included) or of a list of layers, in order."""
     if isinstance(model_or_layers, GatedConv2D):
         yield model_or_layers
     elif isinstance(model_or_layers, keras.Model):
         for layer in model_or_layers.layers:
-            yield from _gated_layers(layer)
+            yield from gated_layers(layer)
     elif isinstance(model_or_layers, (list, tuple)):
         for layer in model_or_layers:
-            yield from _gated_layers(layer)
+            yield from gated_layers(layer)
+
+
+def mean_density(layers):
+    """The fraction of all output channels of `layers` that their last call kept active (each layer's
+    `last_density` weighted by its number of channels); 1.0 without layers."""
+    layers = list(layers)
+    if not layers:
+        return ops.convert_to_tensor(1.0)
+    kept = [ops.cast(layer.last_density, "float32") * layer.filters for layer in layers]
+    return sum(kept[1:], kept[0]) / sum(layer.filters for layer in layers)
 
 
 def update_global_threshold(model_or_layers, density=None):
@@ -475,7 +505,7 @@ def update_global_threshold(model_or_layers, density=None):
     gammas the layers recorded.
     """
     groups = {}
-    for layer in _gated_layers(model_or_layers):
+    for layer in gated_layers(model_or_layers):
         if layer.threshold == "global" and layer.enable:
             members = groups.setdefault(id(layer.global_threshold), (layer.global_threshold, {}))[1]
             members[id(layer)] = layer

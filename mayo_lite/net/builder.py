@@ -13,7 +13,8 @@ import keras
 from mayo_lite import registry
 from mayo_lite.config import substitute_module_kwargs
 from mayo_lite.errors import ConfigError
-from mayo_lite.layers import LocalResponseNormalization, ReduceMean, Squeeze
+from mayo_lite.layers import GatedConv2D, GlobalThreshold, LocalResponseNormalization, ReduceMean, Squeeze
+from mayo_lite.layers.gated import GateArgumentError
 
 log = logging.getLogger("mayo_lite")
 
@@ -43,11 +44,17 @@ def _pair(value, key, where):
 class LayerBuilder:
     """Builds the Keras layers of one YAML layer spec and applies them to tensors."""
 
-    def __init__(self, name, spec, where):
+    def __init__(self, name, spec, where, global_threshold=None, where_key=None):
         self.name = name
         self.spec = spec
         self.where = where
         self.layers = []
+        self.global_threshold = global_threshold
+        self._where_key = where_key
+
+    def where_key(self, key):
+        """Where `key` of this layer was set (the file that set it, which may not be the layer's), for errors."""
+        return self._where_key(key) if self._where_key else f"{self.where}.{key}"
 
     def keep(self, layer):
         setattr(layer, GROUP_ATTRIBUTE, self.name)
@@ -152,6 +159,79 @@ def _convolution(builder):
         name=builder.name,
         **builder.bias_arguments()))
     builder.finish(conv)
+
+
+# gate_params key -> GatedConv2D argument (fbs.md's table; `density` is required).
+GATE_PARAMS = {
+    "enable": "enable", "density": "density", "policy": "policy", "pool": "pool", "granularity": "granularity",
+    "factor": "factor", "threshold": "threshold", "decay": "decay", "regularizer": "regularizer",
+    "trainable": "trainable_gate", "norm": "norm", "parametric_beta": "parametric_beta",
+    "add_beta_first": "add_beta_first",
+}
+# GatedConv2D argument -> where it comes from in the YAML layer, for error messages.
+_GATE_ARGUMENT_KEYS = {
+    **{argument: f"gate_params.{key}" for key, argument in GATE_PARAMS.items()},
+    "filters": "num_outputs", "kernel_size": "kernel_size", "strides": "stride", "dilation_rate": "rate",
+    "momentum": "normalizer_params.decay", "epsilon": "normalizer_params.epsilon",
+    "scale": "normalizer_params.scale", "center": "normalizer_params.center", "trainable_kernel": "trainable",
+}
+
+
+def _gate_arguments(builder):
+    params = builder.get("gate_params")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{builder.where_key('gate_params')}: expected a mapping with at least `density` "
+                          f"(usually $(_gate)), got {params!r}")
+    unknown = sorted(str(key) for key in params if key not in GATE_PARAMS)
+    if unknown:
+        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, GATE_PARAMS, 1))
+                 else key for key in unknown]
+        raise ConfigError(f"{builder.where_key('gate_params')}: unknown key {', '.join(hints)} "
+                          f"(accepted: {', '.join(GATE_PARAMS)})")
+    if "density" not in params:
+        raise ConfigError(f"{builder.where_key('gate_params')}.density: missing; the fraction of output channels each "
+                          "input keeps, in (0, 1]")
+    arguments = {GATE_PARAMS[key]: value for key, value in params.items()}
+    # The gate takes the place of the layer's batch norm (fbs.md, parametric policy step 2), so it reads its
+    # statistics' decay and epsilon, and whether it has a scale and an offset, from `normalizer_params`.
+    normalizer = builder.normalizer()
+    if normalizer is None:
+        raise ConfigError(f"{builder.where}.normalizer_fn: a gated convolution needs a batch-norm normalizer "
+                          "(the gate replaces its scale); add normalizer_fn: batch_norm")
+    for key in ("momentum", "epsilon", "scale", "center"):
+        if key in normalizer.kwargs:
+            arguments[key] = normalizer.kwargs[key]
+    if arguments.get("policy", "parametric") == "parametric" and not arguments.get("scale", True):
+        raise ConfigError(f"{builder.where}.normalizer_params.scale: the parametric gate replaces the batch norm's "
+                          "scale, so the base layer must have scale: true")
+    return arguments
+
+
+def _gated_convolution(builder):
+    padding, explicit = builder.padding("same")
+    if explicit:
+        builder.keep(keras.layers.ZeroPadding2D(explicit, name=f"{builder.name}.pad"))
+    arguments = _gate_arguments(builder)
+    try:
+        if arguments.get("threshold") == "global":
+            arguments["global_threshold"] = builder.global_threshold(arguments.get("decay", 0.9997))
+        builder.keep(GatedConv2D(
+            builder.integer("num_outputs", None),
+            _pair(builder.get("kernel_size"), "kernel_size", builder.where),
+            strides=_pair(builder.get("stride", 1), "stride", builder.where),
+            dilation_rate=_pair(builder.get("rate", 1), "rate", builder.where),
+            padding=padding,
+            activation=builder.activation(),
+            kernel_initializer=builder.initializer("weights_initializer", "glorot_uniform"),
+            kernel_regularizer=builder.regularizer("weights_regularizer"),
+            trainable_kernel=builder.trainable(),
+            name=builder.name,
+            **arguments))
+    except GateArgumentError as error:
+        key = _GATE_ARGUMENT_KEYS.get(error.argument, error.argument)
+        first, _, rest = key.partition(".")
+        raise ConfigError(f"{builder.where_key(first)}{'.' + rest if rest else ''}: expected {error.expected}, "
+                          f"got {error.value!r}") from None
 
 
 def _depthwise(builder, name):
@@ -287,6 +367,8 @@ def _local_response_normalization(builder):
 # type -> (build function, the keys its spec may have besides `type`)
 LAYER_TYPES = {
     "convolution": (_convolution, _CONV_KEYS | {"num_outputs"}),
+    "gated_convolution": (_gated_convolution, _CONV_KEYS - {"biases_initializer", "biases_regularizer"}
+                          | {"num_outputs", "gate_params"}),
     "depthwise_convolution": (_depthwise_convolution, _CONV_KEYS | {"depth_multiplier"}),
     "depthwise_separable_convolution": (
         _depthwise_separable_convolution, _CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer"}),
@@ -327,6 +409,16 @@ class GraphBuilder:
 
     def __init__(self, origin=None):
         self.origin = origin or (lambda path: None)
+        self._global_threshold = None
+
+    def global_threshold(self, decay):
+        """The one GlobalThreshold that every gated layer with `threshold: global` in this model shares."""
+        if self._global_threshold is None:
+            self._global_threshold = GlobalThreshold(decay=decay, name="global_threshold")
+        elif self._global_threshold.decay != decay:
+            raise ValueError(f"gate_params.decay: every layer with a global threshold must share one decay, "
+                             f"got {decay} and {self._global_threshold.decay}")
+        return self._global_threshold
 
     def where(self, path):
         source = self.origin(path)
@@ -345,7 +437,7 @@ class GraphBuilder:
             raise ConfigError(f"{where}.type: unknown layer type {kind!r}; {hint}")
         build, allowed = LAYER_TYPES[kind]
         _check_keys(spec, allowed, where)
-        builder = LayerBuilder(name, spec, where)
+        builder = LayerBuilder(name, spec, where, self.global_threshold, lambda key: self.where(f"{path}.{key}"))
         try:
             build(builder)
         except (TypeError, ValueError) as error:
@@ -398,7 +490,8 @@ class GraphBuilder:
                                   f"{', '.join(map(repr, missing))}, which no edge produces")
         if "output" not in tensors:
             raise ConfigError(f"{self.where(f'{path}.graph')}: the graph never reaches `output`")
-        for name in layers:
+        # Inside a module, a layer its keyword arguments did not pick (`with: ^(shortcut)`) is unused by design.
+        for name in layers if not prefix else []:
             if not str(name).startswith("_") and name not in built:
                 log.warning("%s: this layer is not used by the graph", self.where(f"{path}.layers.{name}"))
         return tensors["output"]
@@ -427,6 +520,33 @@ class GraphBuilder:
             raise ConfigError(f"{self.where(edge_path)}: several inputs {sources} need a layer that joins them "
                               "(add or concat)")
         return value
+
+
+# What starts a gated layer's variables when a dense checkpoint is loaded into a gated model: the variable of the
+# dense layer's batch norm (`<name>.bn`). fbs.md: the predictor's bias starts from the dense scale and beta from the
+# dense offset, so at density 1.0 the gated model computes almost what the dense one did.
+_DENSE_SOURCES = {
+    "parametric": {"moving_mean": "moving_mean", "moving_variance": "moving_variance", "beta": "beta",
+                   "gate_bias": "gamma", "beta_bias": "beta"},
+    "squeeze": {"moving_mean": "moving_mean", "moving_variance": "moving_variance", "beta": "beta",
+                "gamma": "gamma"},
+}
+_DENSE_SOURCES["naive"] = _DENSE_SOURCES["squeeze"]
+
+
+def dense_sources(model):
+    """{path of a gated layer's variable: path of the dense model's variable that initialises it}."""
+    sources = {}
+    for layer in model.layers:
+        if not isinstance(layer, GatedConv2D):
+            continue
+        for variable in layer.variables:
+            name = variable.path.rsplit("/", 1)[-1]
+            source = _DENSE_SOURCES[layer.policy].get(name)
+            if source is not None:
+                prefix = variable.path[:-len(f"{layer.name}/{name}")]
+                sources[variable.path] = f"{prefix}{layer.name}.bn/{source}"
+    return sources
 
 
 def build_model(model, input_shape, origin=None):

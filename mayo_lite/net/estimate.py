@@ -3,12 +3,19 @@
 MACs count the multiplications of convolutions and fully connected layers (bias additions, normalisation and
 pooling are not counted), which is the convention of Mayo and of the published figures: M-CifarNet on 32×32×3
 is 174,301,824 MACs.
+
+With gated (FBS) convolutions a layer computes only the channels that are active on both sides, so its effective
+cost is the dense cost times its input density times its output density (fbs.md, "What it costs"). The density of
+every tensor is followed through the graph: a gated layer's output has its gate density (measured, or nominal),
+layers that map a zero channel to a zero channel carry their input's, and any other layer's output is dense.
 """
 
 import math
 
 import keras
 
+from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
+from mayo_lite.layers.gated import active_count
 from mayo_lite.net.builder import GROUP_ATTRIBUTE
 
 
@@ -50,20 +57,99 @@ def layer_macs(layer):
     return 0
 
 
-def layer_table(model):
-    """One row per YAML layer: name, Keras types, output shape, parameters and dense MACs."""
+def nominal_density(layer):
+    """The fraction of a gated layer's channels its gate keeps by construction: ceil(C·d)/C, or 1 if disabled."""
+    return active_count(layer.filters, layer.density) / layer.filters if layer.enable else 1.0
+
+
+def gate_macs(layer, in_density, out_density):
+    """The predictor's MACs on the active inputs and outputs, plus the gamma multiplication (fbs.md)."""
+    _, height, width, channels_out = _static(layer.output.shape)
+    channels_in = _static(layer.input.shape)[-1]
+    sizes = [channels_in, math.ceil(channels_out / layer.factor), channels_out] if layer.factor else [
+        channels_in, channels_out]
+    scales = [in_density] + [1.0] * (len(sizes) - 2) + [out_density]
+    predictor = sum(a * sa * b * sb for a, sa, b, sb in zip(sizes, scales, sizes[1:], scales[1:]))
+    predictors = 2 if layer.parametric_beta else 1
+    return predictors * predictor + height * width * channels_out
+
+
+# Layers whose output channel is zero wherever their input channel is: the input density passes through.
+# Batch norm is listed as fbs.md says, although its offset makes a zero channel non-zero; in gated models the
+# normalisation sits inside the gated layer, before the gate.
+DENSITY_CARRIERS = (
+    keras.layers.Dropout, keras.layers.Identity, keras.layers.Activation, keras.layers.BatchNormalization,
+    keras.layers.ZeroPadding2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,
+    keras.layers.Reshape, keras.layers.DepthwiseConv2D, ReduceMean, Squeeze, LocalResponseNormalization,
+)
+
+
+def _sum_density(layer, densities):
+    """An addition's channel is zero only where every input's is (independent inputs assumed)."""
+    return 1.0 - math.prod(1.0 - density for density in densities)
+
+
+def _concat_density(layer, densities):
+    channels = [_static(tensor.shape)[-1] for tensor in layer._inbound_nodes[0].input_tensors]
+    return sum(c * d for c, d in zip(channels, densities)) / sum(channels)
+
+
+# Keras layer class -> output density from its input densities (checked after the gated layers and carriers).
+DENSITY_JOINS = {keras.layers.Add: _sum_density, keras.layers.Concatenate: _concat_density}
+
+
+def _output_density(layer, in_densities, gate_densities):
+    if isinstance(layer, GatedConv2D):
+        return gate_densities.get(layer.name, nominal_density(layer))
+    if isinstance(layer, DENSITY_CARRIERS):
+        return in_densities[0]
+    for cls, join in DENSITY_JOINS.items():
+        if isinstance(layer, cls):
+            return join(layer, in_densities)
+    return 1.0
+
+
+def layer_table(model, gate_densities=None):
+    """One row per YAML layer: name, Keras types, output shape, parameters, dense MACs, and input density, output
+    density, effective MACs and gate MACs.
+
+    `gate_densities` maps gated layers' Keras names to their measured mean output density; a gated layer missing
+    from it counts at its nominal density. Scalar bookkeeping variables (a gate's last density, a moving
+    threshold) are not counted as parameters.
+    """
+    gate_densities = gate_densities or {}
     rows = {}
+    tensor_density = {}
     for layer in model.layers:
+        node = layer._inbound_nodes[0]
         if isinstance(layer, keras.layers.InputLayer):
+            for tensor in node.output_tensors:
+                tensor_density[id(tensor)] = 1.0
             continue
+        in_densities = [tensor_density.get(id(tensor), 1.0) for tensor in node.input_tensors] or [1.0]
+        out_density = _output_density(layer, in_densities, gate_densities)
+        for tensor in node.output_tensors:
+            tensor_density[id(tensor)] = out_density
         group = getattr(layer, GROUP_ATTRIBUTE, layer.name)
-        row = rows.setdefault(group, {"name": group, "types": [], "params": 0, "macs": 0})
+        row = rows.setdefault(group, {"name": group, "types": [], "params": 0, "macs": 0, "effective_macs": 0.0,
+                                      "gate_macs": 0.0, "in_density": in_densities[0]})
         row["types"].append(type(layer).__name__)
-        row["params"] += sum(math.prod(weight.shape) for weight in layer.weights)
-        row["macs"] += layer_macs(layer)
+        row["params"] += sum(math.prod(weight.shape) for weight in layer.weights if len(weight.shape))
+        macs = layer_macs(layer)
+        row["macs"] += macs
+        if isinstance(layer, GatedConv2D):
+            row["effective_macs"] += macs * in_densities[0] * out_density
+            row["gate_macs"] += gate_macs(layer, in_densities[0], out_density)
+        else:
+            row["effective_macs"] += macs * in_densities[0]
+        row["out_density"] = out_density
         row["output_shape"] = _static(layer.output.shape)[1:]
     return list(rows.values())
 
 
 def totals(rows):
-    return {"params": sum(row["params"] for row in rows), "macs": sum(row["macs"] for row in rows)}
+    """Summed parameters, dense MACs, effective MACs (gate MACs included) and gate MACs."""
+    gates = sum(row["gate_macs"] for row in rows)
+    return {"params": sum(row["params"] for row in rows), "macs": sum(row["macs"] for row in rows),
+            "effective_macs": sum(row["effective_macs"] for row in rows) + gates, "gate_macs": gates}

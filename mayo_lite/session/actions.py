@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.net import layer_table, totals
 from mayo_lite.session.checkpoint import epoch_name
 from mayo_lite.session.loop import epoch_text
@@ -38,6 +38,7 @@ def train(runner):
     session = runner.session()
     if session.optimizer is None:
         raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
+    session.measured_densities = None  # the gates change with the weights
     max_epochs = _max_epochs(cfg)
     interval = cfg.get("system.checkpoint.save.interval")
     keep = cfg.get("system.checkpoint.save.keep", None)
@@ -58,11 +59,17 @@ def train(runner):
 def evaluate(runner):
     session = runner.session()
     result = session.loops.evaluate()
-    print(f"top1: {result['top1']:.2%}, top5: {result['top5']:.2%}", flush=True)
-    _plumbing(runner, "eval.yaml", {
-        "model": session.model.name, "dataset": session.dataset.get("name"), "epoch": session.epoch.value,
-        "top1": round(result["top1"], 6), "top5": round(result["top5"], 6), "loss": round(result["loss"], 6),
-        "examples": result["examples"]})
+    density = f", density: {result['density']:.2%}" if "density" in result else ""
+    print(f"top1: {result['top1']:.2%}, top5: {result['top5']:.2%}{density}", flush=True)
+    if "layer_densities" in result:
+        session.measured_densities = (result["layer_densities"], result["examples"])
+    figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "epoch": session.epoch.value,
+               "top1": round(result["top1"], 6), "top5": round(result["top5"], 6), "loss": round(result["loss"], 6),
+               "examples": result["examples"]}
+    if "density" in result:
+        figures["density"] = round(result["density"], 6)
+        figures["layer_densities"] = {name: round(value, 6) for name, value in result["layer_densities"].items()}
+    _plumbing(runner, "eval.yaml", figures)
     return result
 
 
@@ -70,26 +77,74 @@ def _shape_text(shape):
     return "×".join(str(d) for d in shape)
 
 
-def info(runner):
-    session = runner.session()
-    rows = layer_table(session.model)
-    total = totals(rows)
-    headers = ("layer", "output shape", "params", "MACs")
-    table = [(row["name"], _shape_text(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}")
-             for row in rows]
-    table.append(("total", "", f"{total['params']:,}", f"{total['macs']:,}"))
+def _gate_densities(runner, session):
+    """Measured gate densities and a sentence saying where they come from; ({}, ...) means nominal."""
+    if not session.loops.gated:
+        return {}, None
+    if session.measured_densities is not None:
+        densities, examples = session.measured_densities
+        return densities, f"gate densities measured by eval on {examples:,} validation images"
+    batches = runner.cfg.get("system.info.density_batches")
+    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 0:
+        raise ConfigError(f"{runner.cfg.where('system.info.density_batches')}: expected a whole number of batches "
+                          f"(0 for nominal densities), got {batches!r}")
+    if batches == 0:
+        return {}, "nominal gate densities (system.info.density_batches=0)"
+    try:
+        result = session.loops.evaluate(progress=False, max_batches=batches)
+    except DataError as error:
+        return {}, f"nominal gate densities: no validation data to measure them on ({str(error).split(';')[0]})"
+    return result["layer_densities"], f"gate densities measured on {result['examples']:,} validation images"
+
+
+def _print_table(headers, table, left=2):
     widths = [max(len(str(line[i])) for line in [headers] + table) for i in range(len(headers))]
     for number, line in enumerate([headers] + table):
         if number == len(table):
             print("  ".join("-" * w for w in widths))
-        print("  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+        print("  ".join(cell.ljust(w) if i < left else cell.rjust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths))))
+
+
+def info(runner):
+    session = runner.session()
+    densities, source = _gate_densities(runner, session)
+    rows = layer_table(session.model, densities)
+    total = totals(rows)
+    gated = source is not None
+    headers = ("layer", "output shape", "params", "MACs") + (
+        ("in density", "out density", "effective MACs", "gate MACs") if gated else ())
+    table = []
+    for row in rows:
+        line = (row["name"], _shape_text(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}")
+        if gated:
+            line += (f"{row['in_density']:.3f}", f"{row['out_density']:.3f}", f"{round(row['effective_macs']):,}",
+                     f"{round(row['gate_macs']):,}" if row["gate_macs"] else "")
+        table.append(line)
+    line = ("total", "", f"{total['params']:,}", f"{total['macs']:,}")
+    if gated:
+        line += ("", "", f"{round(total['effective_macs'] - total['gate_macs']):,}", f"{round(total['gate_macs']):,}")
+    table.append(line)
+    _print_table(headers, table)
     print(f"model {session.model.name} on {session.dataset.get('name')}: {total['params']:,} parameters, "
           f"{total['macs']:,} MACs ({_human(total['macs'])}) per image", flush=True)
-    _plumbing(runner, "info.yaml", {
-        "model": session.model.name, "dataset": session.dataset.get("name"),
-        "layers": [{"name": row["name"], "output_shape": list(row["output_shape"]), "params": row["params"],
-                    "macs": row["macs"]} for row in rows],
-        "total": total})
+    if gated:
+        effective = round(total["effective_macs"])
+        print(f"with gates: dense {total['macs']:,} MACs, effective {effective:,} MACs ({_human(effective)}, gates "
+              f"included), {total['macs'] / effective:.2f}× fewer; {source}", flush=True)
+    layers = []
+    for row in rows:
+        entry = {"name": row["name"], "output_shape": list(row["output_shape"]), "params": row["params"],
+                 "macs": row["macs"]}
+        if gated:
+            entry.update({"in_density": round(row["in_density"], 6), "out_density": round(row["out_density"], 6),
+                          "effective_macs": round(row["effective_macs"]), "gate_macs": round(row["gate_macs"])})
+        layers.append(entry)
+    figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "layers": layers,
+               "total": {key: round(value) for key, value in total.items()}}
+    if gated:
+        figures["densities"] = source
+    _plumbing(runner, "info.yaml", figures)
     return rows, total
 
 

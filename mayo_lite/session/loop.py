@@ -3,7 +3,8 @@
 A custom step under `strategy.run` rather than `Model.fit`: `fit` fails under MultiWorkerMirroredStrategy
 (architecture.md, measured with TF 2.21), and one code path must serve every strategy. Keras' `Progbar` still
 draws the progress bar. Each step returns summed counts that are reduced across replicas, so the figures are
-exact whatever the number of replicas.
+exact whatever the number of replicas. For a gated (FBS) model the steps also return the fraction of channels
+the gates kept, which the progress bar, `eval` and `info` report.
 """
 
 import logging
@@ -14,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mayo_lite.errors import UserError
+from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
 
 log = logging.getLogger("mayo_lite")
 
@@ -41,6 +43,7 @@ class Loops:
         self.strategy = session.strategy
         self.model = session.model
         self.num_classes = int(self.model.output.shape[-1])
+        self.gated = list(gated_layers(self.model))
         self._train_step = None
         self._eval_step = None
 
@@ -49,11 +52,12 @@ class Loops:
         examples = float(self.session.examples("train"))
         replicas = strategy.num_replicas_in_sync
         epoch = self.session.epoch.variable
-        num_classes = self.num_classes
+        num_classes, gated = self.num_classes, self.gated
 
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
                 logits = model(images, training=True)
+                update_global_threshold(gated)
                 losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
                 loss = tf.reduce_mean(losses)
                 regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
@@ -62,26 +66,31 @@ class Loops:
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             top1, top5 = _counts(labels, logits, num_classes)
             count = tf.cast(tf.shape(labels)[0], tf.float64)
-            return tf.cast(loss, tf.float64) * count, top1, top5, count, tf.cast(total, tf.float64) * replicas
+            density = tf.cast(mean_density(gated), tf.float64) * count
+            return (tf.cast(loss, tf.float64) * count, top1, top5, count, density,
+                    tf.cast(total, tf.float64) * replicas)
 
         @tf.function
         def step(batch):
             results = strategy.run(replica_step, args=batch)
-            loss, top1, top5, count, total = [
+            loss, top1, top5, count, density, total = [
                 strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
             epoch.assign_add(count / examples)
-            return loss, top1, top5, count, total / replicas
+            return loss, top1, top5, count, density, total / replicas
         return step
 
     def _build_eval_step(self):
-        model, strategy, num_classes = self.model, self.strategy, self.num_classes
+        model, strategy, num_classes, gated = self.model, self.strategy, self.num_classes, self.gated
 
         def replica_step(images, labels):
             logits = model(images, training=False)
             losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             top1, top5 = _counts(labels, logits, num_classes)
-            return (tf.reduce_sum(tf.cast(losses, tf.float64)), top1, top5,
-                    tf.cast(tf.shape(labels)[0], tf.float64))
+            count = tf.cast(tf.shape(labels)[0], tf.float64)
+            # Each gated layer's density on this batch, weighted by the batch size, for per-layer means.
+            densities = tf.stack([tf.cast(layer.last_density, tf.float64) for layer in gated] or
+                                 [tf.constant(1.0, tf.float64)]) * count
+            return tf.reduce_sum(tf.cast(losses, tf.float64)), top1, top5, count, densities
 
         @tf.function
         def step(batch):
@@ -100,19 +109,21 @@ class Loops:
             index = int(math.floor(session.epoch.value + 1e-9))
             done = int(round((session.epoch.value - index) * examples / session.batch_size))
             dataset = session.pipeline("train", index).skip(done)
-            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "top1", "lr"])
+            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "top1", "density", "lr"])
             log.info("epoch %d/%s", index + 1, epoch_text(max_epochs))
-            totals = np.zeros(4)
+            totals = np.zeros(5)
             for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=done + 1):
-                loss, top1, top5, count, total = (float(v) for v in self._train_step(batch))
+                loss, top1, top5, count, density, total = (float(v) for v in self._train_step(batch))
                 if not math.isfinite(total):
                     raise DivergedError(
                         f"training diverged: the loss became {total} at epoch {session.epoch.value:.3f} "
                         f"(step {number} of epoch {index + 1}); nothing of it was saved, the last good checkpoint "
                         "is kept")
-                totals += (loss, top1, top5, count)
-                bar.update(number, [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3]),
-                                    ("lr", float(session.learning_rate()))])
+                totals += (loss, top1, top5, count, density)
+                figures = [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3])]
+                if self.gated:
+                    figures.append(("density", totals[4] / totals[3]))
+                bar.update(number, figures + [("lr", float(session.learning_rate()))])
                 if session.epoch.value >= max_epochs - 1e-9:
                     break
             if session.epoch.value >= index + 1 - 1e-6:
@@ -120,22 +131,38 @@ class Loops:
                 session.epoch.assign(index + 1)
             on_epoch_end(session.epoch.value)
 
-    def evaluate(self, progress=True):
-        """Top-1, top-5 and mean loss over the validation split."""
+    def evaluate(self, progress=True, max_batches=None):
+        """Top-1, top-5 and mean loss over the validation split (or its first `max_batches` batches).
+
+        For a gated model also `density`, the fraction of all gated channels kept, and `layer_densities`, each
+        gated layer's mean fraction of active channels, by Keras layer name.
+        """
         session = self.session
         if self._eval_step is None:
             self._eval_step = self._build_eval_step()
         dataset = session.pipeline("validate")
         steps = math.ceil(session.examples("validate") / session.batch_size)
+        if max_batches is not None:
+            dataset = dataset.take(max_batches)
+            steps = min(steps, max_batches)
         bar = keras.utils.Progbar(steps, verbose=1 if progress else 0)
         totals = np.zeros(4)
+        densities = 0.0
         for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=1):
-            totals += [float(v) for v in self._eval_step(batch)]
+            *figures, batch_densities = self._eval_step(batch)
+            totals += [float(v) for v in figures]
+            densities = densities + np.asarray(batch_densities, dtype=np.float64)
             bar.update(number)
         if totals[3] == 0:
             raise UserError(f"dataset {session.dataset.get('name')}: the validation split is empty")
-        return {"top1": float(totals[1] / totals[3]), "top5": float(totals[2] / totals[3]),
-                "loss": float(totals[0] / totals[3]), "examples": int(totals[3])}
+        result = {"top1": float(totals[1] / totals[3]), "top5": float(totals[2] / totals[3]),
+                  "loss": float(totals[0] / totals[3]), "examples": int(totals[3])}
+        if self.gated:
+            layer_densities = {layer.name: float(value) for layer, value in zip(self.gated, densities / totals[3])}
+            channels = sum(layer.filters for layer in self.gated)
+            result["density"] = sum(layer_densities[layer.name] * layer.filters for layer in self.gated) / channels
+            result["layer_densities"] = layer_densities
+        return result
 
 
 def epoch_text(epoch):

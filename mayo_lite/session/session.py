@@ -12,7 +12,7 @@ import tensorflow as tf
 from mayo_lite import registry
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.errors import CheckpointError, ConfigError
-from mayo_lite.net import build_model
+from mayo_lite.net import build_model, dense_sources
 from mayo_lite.session import checkpoint
 from mayo_lite.session.loop import Loops, epoch_text
 
@@ -68,7 +68,9 @@ def _positive_integer(cfg, key):
 class Session:
     """The live objects of one run, built from a config."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, continue_from=None):
+        """`continue_from`: a checkpoint to load instead of the one `system.checkpoint.load` selects (the
+        command line passes the last one the previous session loaded or saved, see `mayo_lite.cli.Runner`)."""
         self.cfg = cfg
         self.version = cfg.version
         seed = cfg.get("system.seed", None)
@@ -89,7 +91,14 @@ class Session:
         self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
         self._pipelines = {}
         self._loops = None
-        self._load_selected()
+        self.selector = cfg.get("system.checkpoint.load", None)
+        self.checkpoint_path = None  # the last checkpoint this session loaded or saved
+        self.measured_densities = None  # per gated layer, from the last full evaluation
+        if continue_from is not None:
+            log.info("continuing from %s, where the previous action left the weights", continue_from)
+            self.load(continue_from)
+        else:
+            self._load_selected()
 
     @property
     def loops(self):
@@ -163,7 +172,12 @@ class Session:
 
     def variables(self):
         """Everything a checkpoint holds, by name: model variables and optimizer state."""
-        named = {f"model/{v.path}": v for v in self.model.variables}
+        # Keras numbers random-seed states per process (seed_generator_3/...); named after their layer instead,
+        # they match between processes and between sessions of one command line.
+        seeds = {id(layer.seed_generator.state): f"{layer.name}/seed_generator_state"
+                 for layer in self.model.layers if isinstance(getattr(layer, "seed_generator", None),
+                                                              keras.random.SeedGenerator)}
+        named = {f"model/{seeds.get(id(v), v.path)}": v for v in self.model.variables}
         if self.optimizer is not None:
             # Without the optimizer's own name, which Keras makes unique per process (sgd, sgd_1, ...).
             named.update({f"optimizer/{v.path.split('/', 1)[-1]}": v for v in self.optimizer.variables})
@@ -174,11 +188,12 @@ class Session:
         meta = {"model": self.model.name, "dataset": self.dataset.get("name"),
                 "optimizer": type(self.optimizer).__name__ if self.optimizer else None}
         path = self.store.save(name, values, self.epoch.value, meta)
+        self.checkpoint_path = path
         log.info("saved checkpoint %s (epoch %s)", path, epoch_text(self.epoch.value))
         return path
 
     def _load_selected(self):
-        selector = self.cfg.get("system.checkpoint.load", None)
+        selector = self.selector
         if selector is None:
             return
         path = self.store.locate(selector)
@@ -186,10 +201,25 @@ class Session:
             if selector == "latest":
                 log.info("no checkpoint at %s: starting from initial weights", path)
                 return
-            available = ", ".join(p.stem for p in self.store.available()) or "none"
-            raise CheckpointError(f"system.checkpoint.load={selector}: no checkpoint at {path} "
-                                  f"(checkpoints of this run: {available})")
+            other = self._other_run(selector)
+            if other is None:
+                available = ", ".join(p.stem for p in self.store.available()) or "none"
+                raise CheckpointError(f"system.checkpoint.load={selector}: no checkpoint at {path} "
+                                      f"(checkpoints of this run: {available}; nor is it a model name with a "
+                                      f"run on {self.dataset.get('name')})")
+            path = other
         self.load(path)
+
+    def _other_run(self, selector):
+        """`latest` of the run of model `selector` on this dataset (a dense model's run, for its gated variant),
+        where `system.checkpoint.path` puts it; None if there is none."""
+        text = str(selector)
+        if "/" in text or text.endswith(checkpoint.SUFFIX) or text.isdigit():
+            return None
+        other = self.cfg.copy()
+        other.set("model.name", text, origin="system.checkpoint.load")
+        path = checkpoint.CheckpointStore(other.get("system.checkpoint.path")).locate("latest")
+        return path if path.is_file() else None
 
     def load(self, path):
         stored, epoch, meta = checkpoint.read(path)
@@ -198,6 +228,7 @@ class Session:
         model_stored = {k: v for k, v in stored.items() if k.startswith("model/")}
         optimizer_stored = {k: v for k, v in stored.items() if k.startswith("optimizer/")}
         pairs, missing, extra = checkpoint.match(model_targets, model_stored, path)
+        pairs, missing, extra, translated = self._dense_to_gated(pairs, missing, extra, model_stored, path)
         if not pairs and model_targets:
             raise CheckpointError(f"{path}: shares no variable with model {self.model.name!r} "
                                   f"(checkpoint of {meta.get('model', 'an unknown model')!r})")
@@ -211,9 +242,13 @@ class Session:
         for variable, value in pairs + optimizer_pairs:
             variable.assign(value)
         self.epoch.assign(epoch)
+        self.checkpoint_path = path
         log.info("loaded checkpoint %s (epoch %s)", path, epoch_text(epoch))
+        if translated:
+            log.info("the gates of %s start from the dense batch norms: predictor bias from the scale, beta from "
+                     "the offset, and their moving statistics", ", ".join(translated))
         if missing:
-            log.info("%d variable(s) not in the checkpoint keep their initial values: %s",
+            log.info("%d new variable(s), not in the checkpoint, keep their initial values: %s",
                      len(missing), ", ".join(name.removeprefix("model/") for name in missing))
         if extra:
             log.info("%d variable(s) in the checkpoint are not in this model: %s",
@@ -222,5 +257,19 @@ class Session:
             log.info("the checkpoint's optimizer state (%s) does not match %s; it starts afresh",
                      meta.get("optimizer"), type(self.optimizer).__name__)
         return missing, extra
+
+    def _dense_to_gated(self, pairs, missing, extra, stored, path):
+        """Pairs the gated layers' variables missing from a dense checkpoint with the dense batch norms'."""
+        sources = {f"model/{target}": f"model/{source}" for target, source in dense_sources(self.model).items()}
+        targets = {name: variable for name, variable in self.variables().items() if name in missing}
+        found = {name: sources[name] for name in missing if sources.get(name) in stored}
+        if not found:
+            return pairs, missing, extra, []
+        more, _, _ = checkpoint.match({name: targets[name] for name in found},
+                                      {name: stored[source] for name, source in found.items()}, path)
+        used = set(found.values())
+        return (pairs + more, [name for name in missing if name not in found],
+                [name for name in extra if name not in used],
+                sorted({source.removeprefix("model/").rsplit(".bn/", 1)[0] for source in found.values()}))
 
 
