@@ -2,6 +2,8 @@
 command, densities in the progress bar, `eval` and `info`. The layer itself is checked against NumPy in
 test_gated.py."""
 
+import re
+import subprocess
 from pathlib import Path
 
 import keras
@@ -302,3 +304,17 @@ def test_info_measures_densities_on_validation_batches(run, capsys):
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("conv")}
     assert lines["conv0"][4:6] == ["1.000", f"{6 / 8:.3f}"]
     assert lines["conv1"][4:6] == [f"{6 / 8:.3f}", f"{5 / 6:.3f}"]
+
+
+def test_two_replicas_train_a_gated_model_with_a_global_threshold(tmp_path):
+    """The gates' density and the shared threshold are updated inside `strategy.run`, replica by replica."""
+    (tmp_path / "dense.yaml").write_text(DENSE)
+    (tmp_path / "gate.yaml").write_text(GATED)
+    result = subprocess.run([str(ROOT / "my"), "gate.yaml", "system.num_gpus=2", "system.batch_size_per_gpu=16",
+                             "_gate.threshold=global", "_gate.decay=0.5", "_gate.density=0.5", "train", "eval"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 replicas under MirroredStrategy" in result.stderr
+    assert re.search(r"^top1: [\d.]+%, top5: 100.00%, density: [\d.]+%$", result.stdout, re.MULTILINE)
+    stored, _, _ = read(tmp_path / "checkpoints" / "small_gate" / "synthetic" / "latest.npz")
+    assert stored["model/global_threshold/threshold"] != pytest.approx(-0.1)

@@ -20,8 +20,8 @@ log = logging.getLogger("mayo_lite")
 # The descriptions of the actions in mayo_lite.session.actions.ACTIONS (a test checks both list the same names).
 ACTION_HELP = {
     "train": "train until system.max_epochs (float epoch counter, restored from checkpoints), saving checkpoints",
-    "eval": "evaluate on the validation split and print top-1 and top-5",
-    "info": "per-layer output shape, parameters and MACs, and totals",
+    "eval": "evaluate on the validation split; print top-1, top-5 and, for a gated model, the mean gate density",
+    "info": "per-layer output shape, parameters and MACs (gated models: densities, effective MACs), and totals",
     "reset-num-epochs": "set the epoch counter to 0, so a loaded checkpoint trains a full schedule again",
     "save": "save the current session as checkpoint `latest`",
     "export": "write the fully merged, fully resolved config to export.yaml",

@@ -107,6 +107,15 @@ def read(path):
     return variables, epoch, meta
 
 
+def has_masks(path):
+    """Whether the checkpoint at `path` holds pruning masks (it was pruned, so its model must be masked)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return any(key.endswith("/mask") for key in archive.files)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return False  # `read` reports the defect when the checkpoint is loaded
+
+
 def match(targets, stored, path):
     """Pairs `targets` (name -> variable) with `stored` arrays by name.
 

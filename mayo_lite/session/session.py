@@ -84,21 +84,26 @@ class Session:
             log.info("%d replicas under %s", self.strategy.num_replicas_in_sync, type(self.strategy).__name__)
         self.dataset = cfg.get("dataset")
         self.batch_size = _positive_integer(cfg, "system.batch_size_per_gpu") * self.strategy.num_replicas_in_sync
+        self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
+        self.selector = cfg.get("system.checkpoint.load", None)
+        source = continue_from if continue_from is not None else self._selected_path()
+        # Convolutions carry pruning masks when the config prunes or the checkpoint was pruned; otherwise a plain
+        # model pays nothing for them.
+        self.masked = cfg.get("prune", None) is not None or (source is not None and checkpoint.has_masks(source))
         with self.strategy.scope():
-            self.model = build_model(cfg.get("model"), self.input_shape(), origin=cfg.origin)
+            self.model = build_model(cfg.get("model"), self.input_shape(), origin=cfg.origin, masked=self.masked)
             self.epoch = EpochCounter()
             self.optimizer = self._optimizer()
-        self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
         self._pipelines = {}
         self._loops = None
-        self.selector = cfg.get("system.checkpoint.load", None)
         self.checkpoint_path = None  # the last checkpoint this session loaded or saved
         self.measured_densities = None  # per gated layer, from the last full evaluation
         if continue_from is not None:
             log.info("continuing from %s, where the previous action left the weights", continue_from)
-            self.load(continue_from)
-        else:
-            self._load_selected()
+        if source is not None:
+            self.load(source)
+        elif self.selector == "latest":
+            log.info("no checkpoint at %s: starting from initial weights", self.store.locate("latest"))
 
     @property
     def loops(self):
@@ -192,15 +197,15 @@ class Session:
         log.info("saved checkpoint %s (epoch %s)", path, epoch_text(self.epoch.value))
         return path
 
-    def _load_selected(self):
+    def _selected_path(self):
+        """The checkpoint `system.checkpoint.load` selects, or None (none selected, or no `latest` yet)."""
         selector = self.selector
         if selector is None:
-            return
+            return None
         path = self.store.locate(selector)
         if not path.is_file():
             if selector == "latest":
-                log.info("no checkpoint at %s: starting from initial weights", path)
-                return
+                return None
             other = self._other_run(selector)
             if other is None:
                 available = ", ".join(p.stem for p in self.store.available()) or "none"
@@ -208,7 +213,7 @@ class Session:
                                       f"(checkpoints of this run: {available}; nor is it a model name with a "
                                       f"run on {self.dataset.get('name')})")
             path = other
-        self.load(path)
+        return path
 
     def _other_run(self, selector):
         """`latest` of the run of model `selector` on this dataset (a dense model's run, for its gated variant),
