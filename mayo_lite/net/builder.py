@@ -44,13 +44,22 @@ def _pair(value, key, where):
 class LayerBuilder:
     """Builds the Keras layers of one YAML layer spec and applies them to tensors."""
 
-    def __init__(self, name, spec, where, global_threshold=None, where_key=None):
+    def __init__(self, name, spec, where, global_threshold=None, where_key=None, masked=False):
         self.name = name
         self.spec = spec
         self.where = where
         self.layers = []
         self.global_threshold = global_threshold
         self._where_key = where_key
+        self.masked = masked
+
+    @property
+    def convolution_class(self):
+        """Conv2D, or with masks (static pruning) the drop-in MaskedConv2D."""
+        if not self.masked:
+            return keras.layers.Conv2D
+        from mayo_lite.layers import MaskedConv2D  # TEMPORARY until layers exports it
+        return MaskedConv2D
 
     def where_key(self, key):
         """Where `key` of this layer was set (the file that set it, which may not be the layer's), for errors."""
@@ -147,7 +156,7 @@ def _convolution(builder):
     padding, explicit = builder.padding("same")
     if explicit:
         builder.keep(keras.layers.ZeroPadding2D(explicit, name=f"{builder.name}.pad"))
-    conv = builder.keep(keras.layers.Conv2D(
+    conv = builder.keep(builder.convolution_class(
         builder.integer("num_outputs", None),
         _pair(builder.get("kernel_size"), "kernel_size", builder.where),
         strides=_pair(builder.get("stride", 1), "stride", builder.where),
@@ -225,6 +234,7 @@ def _gated_convolution(builder):
             kernel_initializer=builder.initializer("weights_initializer", "glorot_uniform"),
             kernel_regularizer=builder.regularizer("weights_regularizer"),
             trainable_kernel=builder.trainable(),
+            use_mask=builder.masked,
             name=builder.name,
             **arguments))
     except GateArgumentError as error:
@@ -259,7 +269,7 @@ def _depthwise_convolution(builder):
 def _depthwise_separable_convolution(builder):
     # slim.separable_conv2d: depthwise then pointwise, the normalizer and activation only after the pointwise.
     _depthwise(builder, f"{builder.name}.depthwise")
-    pointwise = builder.keep(keras.layers.Conv2D(
+    pointwise = builder.keep(builder.convolution_class(
         builder.integer("num_outputs", None), 1,
         kernel_initializer=builder.initializer("pointwise_initializer", "glorot_uniform"),
         kernel_regularizer=builder.regularizer("weights_regularizer"),
@@ -407,8 +417,9 @@ def _check_keys(spec, allowed, where):
 class GraphBuilder:
     """Wires YAML layers along `graph` edges, flattening modules into the same Keras graph."""
 
-    def __init__(self, origin=None):
+    def __init__(self, origin=None, masked=False):
         self.origin = origin or (lambda path: None)
+        self.masked = masked
         self._global_threshold = None
 
     def global_threshold(self, decay):
@@ -437,7 +448,8 @@ class GraphBuilder:
             raise ConfigError(f"{where}.type: unknown layer type {kind!r}; {hint}")
         build, allowed = LAYER_TYPES[kind]
         _check_keys(spec, allowed, where)
-        builder = LayerBuilder(name, spec, where, self.global_threshold, lambda key: self.where(f"{path}.{key}"))
+        builder = LayerBuilder(name, spec, where, self.global_threshold, lambda key: self.where(f"{path}.{key}"),
+                               self.masked)
         try:
             build(builder)
         except (TypeError, ValueError) as error:
@@ -549,15 +561,16 @@ def dense_sources(model):
     return sources
 
 
-def build_model(model, input_shape, origin=None):
+def build_model(model, input_shape, origin=None, masked=False):
     """Builds the functional Keras model described by the resolved `model` section.
 
     Args:
         model: mapping with `name`, `layers` and `graph`, references already resolved.
         input_shape: (height, width, channels) of one image.
         origin: optional function from a key path to the file that set it, for error messages.
+        masked: give every convolution (gated ones included, depthwise ones not) a pruning mask.
     """
-    builder = GraphBuilder(origin)
+    builder = GraphBuilder(origin, masked)
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping with name, layers and graph, got {model!r}")
     for key in ("name", "layers", "graph"):
