@@ -14,6 +14,7 @@ import yaml
 from mayo_lite.cli import ACTION_HELP, main
 from mayo_lite.session import ACTIONS
 from mayo_lite.session.checkpoint import read
+from tests.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = """
@@ -24,16 +25,7 @@ model:
     pool: {type: reduce_mean, axis: [1, 2]}
     logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
   graph: {from: input, with: [conv0, pool, logits], to: output}
-dataset:
-  name: synthetic
-  source: {type: synthetic}
-  task:
-    num_classes: 4
-    background_class: {use: false}
-    shape: {height: 8, width: 8, channels: 1}
-    preprocess: {train: null, validate: null, final_cpu: null, final_gpu: null}
-  num_examples_per_epoch: {train: 96, validate: 32}
-train:
+""" + synthetic_dataset(channels=1, train=96, validate=32) + """train:
   learning_rate: 0.05
   optimizer: {type: sgd, momentum: 0.9}
 system: {batch_size_per_gpu: 32, max_epochs: 2, seed: 1}

@@ -16,6 +16,7 @@ from mayo_lite.config import Config
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.net import build_model, layer_table, totals
 from mayo_lite.session.checkpoint import read
+from tests.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,16 +34,7 @@ model:
     pool: {type: reduce_mean, axis: [1, 2]}
     logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
   graph: {from: input, with: [conv0, conv1, pool, logits], to: output}
-dataset:
-  name: synthetic
-  source: {type: synthetic}
-  task:
-    num_classes: 4
-    background_class: {use: false}
-    shape: {height: 8, width: 8, channels: 3}
-    preprocess: {train: null, validate: null, final_cpu: null, final_gpu: null}
-  num_examples_per_epoch: {train: 64, validate: 32}
-train:
+""" + synthetic_dataset(channels=3, train=64, validate=32) + """train:
   learning_rate: 0.05
   optimizer: {type: sgd, momentum: 0.9}
 system: {batch_size_per_gpu: 32, max_epochs: 1, seed: 1}

@@ -26,6 +26,8 @@ ACTION_HELP = {
     "save": "save the current session as checkpoint `latest`",
     "export": "write the fully merged, fully resolved config to export.yaml",
     "eval-all": "evaluate every saved checkpoint of the run and write eval_all.csv",
+    "prune": "prune convolution weights as the prune: section says (kernel level by default), report accuracy "
+             "before and after, save checkpoint `pruned`",
 }
 
 USAGE = """usage: my ARG [ARG ...]

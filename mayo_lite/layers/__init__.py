@@ -4,9 +4,11 @@ The runner builds models from them, but `from mayo_lite.layers import ...` needs
 """
 
 from mayo_lite.layers.gated import GatedConv2D, GlobalThreshold, gated_layers, mean_density, update_global_threshold
+from mayo_lite.layers.masked import MaskConstraint, MaskedConv2D
 from mayo_lite.layers.normalization import LocalResponseNormalization
 from mayo_lite.layers.reduction import ReduceMean
 from mayo_lite.layers.reshaping import Squeeze
 
 __all__ = ["GatedConv2D", "GlobalThreshold", "LocalResponseNormalization", "ReduceMean", "Squeeze", "gated_layers",
+           "MaskConstraint", "MaskedConv2D",
            "mean_density", "update_global_threshold"]

@@ -11,6 +11,8 @@ import math
 import keras
 from keras import ops
 
+from mayo_lite.layers.masked import constrain_to_mask
+
 INITIAL_THRESHOLD = -0.1
 MIXTURE_EPSILON = 1e-3
 PREDICTOR_STDDEV = 0.05
@@ -274,6 +276,7 @@ class GatedConv2D(keras.layers.Conv2D):
         channels = (self.filters,)
         if self.use_mask:
             self.mask = self.add_weight(name="mask", shape=self._kernel.shape, initializer="ones", trainable=False)
+            constrain_to_mask(self)
         if self.norm == "batch":
             self.moving_mean = self.add_weight(
                 name="moving_mean", shape=channels, initializer="zeros", trainable=False, autocast=False)

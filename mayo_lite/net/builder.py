@@ -13,7 +13,8 @@ import keras
 from mayo_lite import registry
 from mayo_lite.config import substitute_module_kwargs
 from mayo_lite.errors import ConfigError
-from mayo_lite.layers import GatedConv2D, GlobalThreshold, LocalResponseNormalization, ReduceMean, Squeeze
+from mayo_lite.layers import (GatedConv2D, GlobalThreshold, LocalResponseNormalization, MaskedConv2D, ReduceMean,
+                              Squeeze)
 from mayo_lite.layers.gated import GateArgumentError
 
 log = logging.getLogger("mayo_lite")
@@ -56,10 +57,7 @@ class LayerBuilder:
     @property
     def convolution_class(self):
         """Conv2D, or with masks (static pruning) the drop-in MaskedConv2D."""
-        if not self.masked:
-            return keras.layers.Conv2D
-        from mayo_lite.layers import MaskedConv2D  # TEMPORARY until layers exports it
-        return MaskedConv2D
+        return MaskedConv2D if self.masked else keras.layers.Conv2D
 
     def where_key(self, key):
         """Where `key` of this layer was set (the file that set it, which may not be the layer's), for errors."""

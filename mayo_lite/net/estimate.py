@@ -8,11 +8,14 @@ With gated (FBS) convolutions a layer computes only the channels that are active
 cost is the dense cost times its input density times its output density (fbs.md, "What it costs"). The density of
 every tensor is followed through the graph: a gated layer's output has its gate density (measured, or nominal),
 layers that map a zero channel to a zero channel carry their input's, and any other layer's output is dense.
+With pruning masks (static pruning), a convolution computes only its remaining weights: its cost is also
+multiplied by its weight density, so kernel pruning counts only the remaining kernels.
 """
 
 import math
 
 import keras
+import numpy as np
 
 from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
 from mayo_lite.layers.gated import active_count
@@ -110,9 +113,18 @@ def _output_density(layer, in_densities, gate_densities):
     return 1.0
 
 
+def weight_density(layer):
+    """The fraction of a masked layer's kernel weights its pruning mask keeps; None for a layer without a mask."""
+    mask = getattr(layer, "mask", None)
+    if mask is None or not isinstance(layer, keras.layers.Conv2D):
+        return None
+    mask = keras.ops.convert_to_numpy(mask)
+    return float(np.count_nonzero(mask) / mask.size)
+
+
 def layer_table(model, gate_densities=None):
-    """One row per YAML layer: name, Keras types, output shape, parameters, dense MACs, and input density, output
-    density, effective MACs and gate MACs.
+    """One row per YAML layer: name, Keras types, output shape, parameters, dense MACs, weight density (None
+    without a mask), and input density, output density, effective MACs and gate MACs.
 
     `gate_densities` maps gated layers' Keras names to their measured mean output density; a gated layer missing
     from it counts at its nominal density. Scalar bookkeeping variables (a gate's last density, a moving
@@ -133,11 +145,17 @@ def layer_table(model, gate_densities=None):
             tensor_density[id(tensor)] = out_density
         group = getattr(layer, GROUP_ATTRIBUTE, layer.name)
         row = rows.setdefault(group, {"name": group, "types": [], "params": 0, "macs": 0, "effective_macs": 0.0,
-                                      "gate_macs": 0.0, "in_density": in_densities[0]})
+                                      "gate_macs": 0.0, "in_density": in_densities[0], "weight_density": None})
         row["types"].append(type(layer).__name__)
-        row["params"] += sum(math.prod(weight.shape) for weight in layer.weights if len(weight.shape))
+        # Scalars (a gate's last density, a moving threshold) and pruning masks are bookkeeping, not parameters.
+        row["params"] += sum(math.prod(weight.shape) for weight in layer.weights
+                             if len(weight.shape) and weight is not getattr(layer, "mask", None))
         macs = layer_macs(layer)
         row["macs"] += macs
+        kept = weight_density(layer)
+        if kept is not None:
+            row["weight_density"] = kept
+            macs *= kept
         if isinstance(layer, GatedConv2D):
             row["effective_macs"] += macs * in_densities[0] * out_density
             row["gate_macs"] += gate_macs(layer, in_densities[0], out_density)

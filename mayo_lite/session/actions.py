@@ -13,6 +13,7 @@ import yaml
 
 from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.net import layer_table, totals
+from mayo_lite.session import pruning
 from mayo_lite.session.checkpoint import epoch_name
 from mayo_lite.session.loop import epoch_text
 
@@ -39,6 +40,7 @@ def train(runner):
     if session.optimizer is None:
         raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
     session.measured_densities = None  # the gates change with the weights
+    gradual = pruning.schedule(cfg, session.model)
     max_epochs = _max_epochs(cfg)
     interval = cfg.get("system.checkpoint.save.interval")
     keep = cfg.get("system.checkpoint.save.keep", None)
@@ -53,7 +55,8 @@ def train(runner):
             if keep:
                 session.store.prune_numbered(int(keep))
         session.save("latest")
-    session.loops.train(max_epochs, on_epoch_end)
+    session.loops.train(max_epochs, on_epoch_end,
+                        after_step=None if gradual is None else gradual.after_step)
 
 
 def evaluate(runner):
@@ -106,42 +109,58 @@ def _print_table(headers, table, left=2):
                         for i, (cell, w) in enumerate(zip(line, widths))))
 
 
+def _columns(gated, masked):
+    """(header, cell of a row, cell of the total row, key in info.yaml) of the columns `info` prints."""
+    columns = [
+        ("params", lambda r: f"{r['params']:,}", lambda t: f"{t['params']:,}", "params"),
+        ("MACs", lambda r: f"{r['macs']:,}", lambda t: f"{t['macs']:,}", "macs"),
+    ]
+    if masked:
+        columns.append(("weight density", lambda r: "" if r["weight_density"] is None else f"{r['weight_density']:.3f}",
+                        lambda t: "", "weight_density"))
+    if gated:
+        columns += [("in density", lambda r: f"{r['in_density']:.3f}", lambda t: "", "in_density"),
+                    ("out density", lambda r: f"{r['out_density']:.3f}", lambda t: "", "out_density")]
+    if gated or masked:
+        columns.append(("effective MACs", lambda r: f"{round(r['effective_macs']):,}",
+                        lambda t: f"{round(t['effective_macs'] - t['gate_macs']):,}", "effective_macs"))
+    if gated:
+        columns.append(("gate MACs", lambda r: f"{round(r['gate_macs']):,}" if r["gate_macs"] else "",
+                        lambda t: f"{round(t['gate_macs']):,}", "gate_macs"))
+    return columns
+
+
 def info(runner):
     session = runner.session()
     densities, source = _gate_densities(runner, session)
     rows = layer_table(session.model, densities)
     total = totals(rows)
-    gated = source is not None
-    headers = ("layer", "output shape", "params", "MACs") + (
-        ("in density", "out density", "effective MACs", "gate MACs") if gated else ())
-    table = []
-    for row in rows:
-        line = (row["name"], _shape_text(row["output_shape"]), f"{row['params']:,}", f"{row['macs']:,}")
-        if gated:
-            line += (f"{row['in_density']:.3f}", f"{row['out_density']:.3f}", f"{round(row['effective_macs']):,}",
-                     f"{round(row['gate_macs']):,}" if row["gate_macs"] else "")
-        table.append(line)
-    line = ("total", "", f"{total['params']:,}", f"{total['macs']:,}")
-    if gated:
-        line += ("", "", f"{round(total['effective_macs'] - total['gate_macs']):,}", f"{round(total['gate_macs']):,}")
-    table.append(line)
+    gated, masked = source is not None, any(row["weight_density"] is not None for row in rows)
+    columns = _columns(gated, masked)
+    headers = ("layer", "output shape") + tuple(header for header, _, _, _ in columns)
+    table = [(row["name"], _shape_text(row["output_shape"])) + tuple(cell(row) for _, cell, _, _ in columns)
+             for row in rows]
+    table.append(("total", "") + tuple(cell(total) for _, _, cell, _ in columns))
     _print_table(headers, table)
     print(f"model {session.model.name} on {session.dataset.get('name')}: {total['params']:,} parameters, "
           f"{total['macs']:,} MACs ({_human(total['macs'])}) per image", flush=True)
+    effective = round(total["effective_macs"])
     if gated:
-        effective = round(total["effective_macs"])
         print(f"with gates: dense {total['macs']:,} MACs, effective {effective:,} MACs ({_human(effective)}, gates "
               f"included), {total['macs'] / effective:.2f}× fewer; {source}", flush=True)
-    layers = []
-    for row in rows:
-        entry = {"name": row["name"], "output_shape": list(row["output_shape"]), "params": row["params"],
-                 "macs": row["macs"]}
-        if gated:
-            entry.update({"in_density": round(row["in_density"], 6), "out_density": round(row["out_density"], 6),
-                          "effective_macs": round(row["effective_macs"]), "gate_macs": round(row["gate_macs"])})
-        layers.append(entry)
+    elif masked:
+        print(f"with pruning masks: dense {total['macs']:,} MACs, effective {effective:,} MACs ({_human(effective)}), "
+              f"{total['macs'] / max(effective, 1):.2f}× fewer", flush=True)
+
+    def value(key, row):
+        number = row[key]
+        if number is None or isinstance(number, int):
+            return number
+        return round(number) if key.endswith("macs") else round(number, 6)
+    layers = [{"name": row["name"], "output_shape": list(row["output_shape"]),
+               **{key: value(key, row) for _, _, _, key in columns}} for row in rows]
     figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "layers": layers,
-               "total": {key: round(value) for key, value in total.items()}}
+               "total": {key: round(number) for key, number in total.items()}}
     if gated:
         figures["densities"] = source
     _plumbing(runner, "info.yaml", figures)
@@ -201,4 +220,5 @@ ACTIONS = {
     "save": save,
     "export": export,
     "eval-all": eval_all,
+    "prune": pruning.prune,
 }

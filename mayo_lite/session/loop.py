@@ -98,8 +98,9 @@ class Loops:
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
         return step
 
-    def train(self, max_epochs, on_epoch_end):
-        """Trains until the epoch counter reaches `max_epochs`; calls `on_epoch_end(epoch)` at each boundary."""
+    def train(self, max_epochs, on_epoch_end, after_step=None):
+        """Trains until the epoch counter reaches `max_epochs`; calls `on_epoch_end(epoch)` at each boundary and
+        `after_step(model, step, epoch)` after every step (the global step number, counted from 1)."""
         session = self.session
         if self._train_step is None:
             self._train_step = self._build_train_step()
@@ -119,6 +120,8 @@ class Loops:
                         f"training diverged: the loss became {total} at epoch {session.epoch.value:.3f} "
                         f"(step {number} of epoch {index + 1}); nothing of it was saved, the last good checkpoint "
                         "is kept")
+                if after_step is not None:
+                    after_step(self.model, index * steps + number, session.epoch.value)
                 totals += (loss, top1, top5, count, density)
                 figures = [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3])]
                 if self.gated:

@@ -1,0 +1,81 @@
+"""Which layers of a model static pruning works on: masked convolutions and gated ones with a mask, found through
+nested models and narrowed by name patterns."""
+
+import fnmatch
+
+import keras
+import numpy as np
+
+from mayo_lite.layers import GatedConv2D, MaskedConv2D
+from mayo_lite.prune.arguments import PruneArgumentError
+
+
+def all_layers(model):
+    """Every layer of `model` that is not itself a model, sub-models' layers included, in order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+        else:
+            yield layer
+
+
+def is_prunable(layer):
+    """Whether `layer` has a pruning mask: a `MaskedConv2D`, or a `GatedConv2D` built with `use_mask=True`."""
+    return isinstance(layer, MaskedConv2D) or (isinstance(layer, GatedConv2D) and layer.use_mask)
+
+
+def _patterns(layers):
+    # One name given alone is one pattern, not a sequence of one-letter patterns.
+    patterns = [layers] if isinstance(layers, str) else layers
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+        raise PruneArgumentError("layers", "None or a list of layer names or fnmatch patterns", layers)
+    return patterns
+
+
+def prunable_layers(model, layers=None):
+    """The prunable layers of `model` (nested models included), in model order, each once.
+
+    Args:
+        model: a Keras model (Sequential, functional, or with nested models).
+        layers: None for every prunable layer, or a list of layer names or fnmatch patterns (`conv*`,
+            `b2?.conv1`), matched case-sensitively against layer names.
+
+    Raises:
+        ValueError: a pattern matches no prunable layer.
+    """
+    found = {}
+    for layer in all_layers(model):
+        if is_prunable(layer):
+            found.setdefault(id(layer), layer)
+    candidates = list(found.values())
+    if layers is None:
+        return candidates
+    patterns = _patterns(layers)
+    names = [layer.name for layer in candidates]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise PruneArgumentError(
+                "layers", f"names or patterns of prunable layers; {pattern!r} matches none of them "
+                          f"({_listing(names)})", layers)
+    return [layer for layer in candidates if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
+
+
+def _listing(names, most=10):
+    if not names:
+        return "the model has no prunable layer"
+    shown = ", ".join(names[:most])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > most else "")
+
+
+def _mask_of(layer):
+    if not is_prunable(layer):
+        raise PruneArgumentError("layer", "a MaskedConv2D or a GatedConv2D with use_mask=True", layer.name)
+    if not layer.built:
+        raise PruneArgumentError("layer", "a built layer (build or call the model first)", layer.name)
+    return layer.mask
+
+
+def weight_density(layer):
+    """The fraction of `layer`'s kernel weights that its mask keeps (non-zero mask entries; pruning writes 0 and 1)."""
+    mask = keras.ops.convert_to_numpy(_mask_of(layer))
+    return np.count_nonzero(mask) / mask.size

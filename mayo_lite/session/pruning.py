@@ -1,0 +1,154 @@
+"""The `prune:` section of a config: one-shot pruning (the `prune` action) and gradual pruning during `train`.
+
+The algorithms are `mayo_lite.prune`'s; this module reads and checks the section, so that a bad setting is a
+configuration error naming its key before anything is evaluated, pruned or written.
+"""
+
+import logging
+import math
+from pathlib import Path
+
+import yaml
+
+from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, PruneArgumentError, prunable_layers,
+                             prune_model)
+from mayo_lite.prune.schedule import SCHEDULES, PruneSchedule
+
+log = logging.getLogger("mayo_lite")
+
+# The section's defaults (the reference's `--percent 0.3`, kernel granularity, max saliency, one global threshold).
+# They live here and not in defaults.yaml: a `prune` section in the config is what gives the model masks.
+DEFAULTS = {"percent": 0.3, "granularity": "kernel", "saliency": "max", "scope": "global", "layers": None,
+            "name": "pruned", "schedule": None}
+
+
+def settings(cfg):
+    """The checked `prune` section, with defaults filled in."""
+    section = cfg.get("prune", None)
+    if section is None:
+        section = {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"{cfg.where('prune')}: expected a mapping (percent, granularity, saliency, scope, "
+                          f"layers, name, schedule), got {section!r}")
+    unknown = sorted(set(section) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{cfg.where('prune')}: unknown key {', '.join(unknown)} (accepted: "
+                          f"{', '.join(DEFAULTS)})")
+    values = {**DEFAULTS, **section}
+    percent = values["percent"]
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent < 1:
+        raise ConfigError(f"{cfg.where('prune.percent')}: expected a fraction in [0, 1), got {percent!r}")
+    for key, table in (("granularity", GRANULARITIES), ("saliency", KERNEL_SALIENCIES), ("scope", SCOPES)):
+        if values[key] not in table:
+            raise ConfigError(f"{cfg.where(f'prune.{key}')}: expected one of {', '.join(table)}, "
+                              f"got {values[key]!r}")
+    if not isinstance(values["name"], str) or not values["name"] or "/" in values["name"]:
+        raise ConfigError(f"{cfg.where('prune.name')}: expected a checkpoint name, got {values['name']!r}")
+    return values
+
+
+def _arguments(values):
+    return {key: values[key] for key in ("percent", "granularity", "saliency", "scope", "layers")}
+
+
+def check_layers(cfg, model, values):
+    """The layers the section selects; a configuration error when there are none or a pattern matches none."""
+    try:
+        selected = prunable_layers(model, values["layers"])
+    except PruneArgumentError as error:
+        raise ConfigError(f"{cfg.where('prune.layers')}: {error}") from None
+    if not selected:
+        raise ConfigError(f"prune: model {model.name!r} has no convolution to prune")
+    return selected
+
+
+def schedule(cfg, model):
+    """The `prune.schedule` of gradual pruning, checked, or None."""
+    values = settings(cfg)
+    spec = values["schedule"]
+    if spec is None:
+        return None
+    where = cfg.where("prune.schedule")
+    if not isinstance(spec, dict) or spec.get("type") not in SCHEDULES:
+        raise ConfigError(f"{where}: expected a mapping with type {' or '.join(SCHEDULES)}, got {spec!r}")
+    _, defaults = SCHEDULES[spec["type"]]
+    unknown = sorted(set(spec) - set(defaults) - {"type"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(unknown)} for a {spec['type']} schedule "
+                          f"(accepted: {', '.join(defaults)})")
+    missing = [key for key, default in defaults.items() if default is None and key not in spec]
+    if missing:
+        raise ConfigError(f"{where}: a {spec['type']} schedule needs {', '.join(missing)}")
+    for key in set(spec) - {"type"}:
+        value = spec[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}.{key}: expected a non-negative number, got {value!r}")
+        if key in ("percent", "initial", "final") and not value < 1:
+            raise ConfigError(f"{where}.{key}: expected a fraction in [0, 1), got {value!r}")
+    if spec.get("frequency", 1) < 1 or int(spec.get("frequency", 1)) != spec.get("frequency", 1):
+        raise ConfigError(f"{where}.frequency: expected a whole number of steps >= 1, got {spec['frequency']!r}")
+    resolved = PruneSchedule(spec)
+    if resolved.settings["end"] < resolved.settings["begin"]:
+        raise ConfigError(f"{where}: end ({resolved.settings['end']}) is before begin "
+                          f"({resolved.settings['begin']})")
+    check_layers(cfg, model, values)
+    return _Gradual(resolved, _arguments(values))
+
+
+class _Gradual:
+    """Prunes a model to its schedule's fraction when a step is due; logs each pass."""
+
+    def __init__(self, schedule, arguments):
+        self.schedule = schedule
+        self.arguments = arguments
+        self.last_percent = None
+
+    def after_step(self, model, step, epoch):
+        if not self.schedule.due(step, epoch):
+            return
+        percent = min(self.schedule.percent(epoch), math.nextafter(1.0, 0.0))
+        if percent == self.last_percent:
+            return
+        report = prune_model(model, **{**self.arguments, "percent": percent})
+        self.last_percent = percent
+        log.info("step %d, epoch %.3f: pruned to %.2f%% of the selected weights (%d of %d)", step, epoch,
+                 100 * report.ratio, report.pruned, report.total)
+
+
+def prune(runner):
+    """Evaluates, prunes as the `prune` section says, evaluates again, prints the report and saves the checkpoint."""
+    cfg = runner.cfg
+    values = settings(cfg)
+    session = runner.session()
+    check_layers(cfg, session.model, values)
+    before = _accuracy(session)
+    report = prune_model(session.model, **_arguments(values))
+    after = _accuracy(session)
+    print(report.text())
+    if before is not None:
+        print(f"accuracy before pruning: top1: {before['top1']:.2%}, top5: {before['top5']:.2%}")
+        print(f"accuracy after pruning:  top1: {after['top1']:.2%}, top5: {after['top5']:.2%}", flush=True)
+    path = session.save(values["name"])
+    session.measured_densities = None
+    if cfg.get("system.info.plumbing", False):
+        figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "checkpoint": str(path),
+                   **{key: values[key] for key in ("percent", "granularity", "saliency", "scope", "layers")},
+                   "layers": [{"name": name, "total": layer.total, "remaining": layer.remaining}
+                              for name, layer in report.layers.items()],
+                   "total": report.total, "pruned": report.pruned, "ratio": round(report.ratio, 6),
+                   "empty_layers": report.empty_layers}
+        if before is not None:
+            figures.update({"before": {k: round(before[k], 6) for k in ("top1", "top5")},
+                            "after": {k: round(after[k], 6) for k in ("top1", "top5")}})
+        Path("prune.yaml").write_text(yaml.safe_dump(figures, sort_keys=False))
+        log.info("wrote prune.yaml")
+    return report
+
+
+def _accuracy(session):
+    try:
+        return session.loops.evaluate(progress=False)
+    except DataError as error:
+        log.info("no accuracy before and after pruning: %s", error)
+        return None
