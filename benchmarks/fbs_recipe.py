@@ -16,34 +16,15 @@ Takes about 90 minutes on a 2-core CPU.
 """
 
 import argparse
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from commands import effective_macs, evaluations, my, total_macs  # noqa: E402
+
 DATA = ["datasets/fashion_mnist.yaml"]
-EVAL_LINE = re.compile(r"^top1: ([\d.]+)%, top5: ([\d.]+)%(?:, density: ([\d.]+)%)?$", re.MULTILINE)
-TOTAL_LINE = re.compile(r"dense ([\d,]+) MACs, effective ([\d,]+) MACs")
 STAGES = [(1.0, 1), (0.75, 1), (0.5, 2)]
-
-
-def my(workdir, *arguments):
-    """Runs `./my ARGUMENTS` in `workdir`, echoing its output; returns stdout."""
-    command = [str(ROOT / "my"), *arguments]
-    print("$ my " + " ".join(arguments), flush=True)
-    started = time.monotonic()
-    result = subprocess.run(command, cwd=workdir, stdout=subprocess.PIPE, text=True)
-    print(result.stdout, end="", flush=True)
-    print(f"({time.monotonic() - started:.0f} s)", flush=True)
-    if result.returncode != 0:
-        sys.exit(f"fbs_recipe: `my {' '.join(arguments)}` failed with status {result.returncode}")
-    return result.stdout
-
-
-def evaluations(output):
-    return [(float(top1), float(density) if density else None) for top1, _, density in EVAL_LINE.findall(output)]
 
 
 def main():
@@ -71,9 +52,8 @@ def main():
     dense_info = my(workdir, *dense, "info")
     gated_info = my(workdir, "models/gate/cifarnet.yaml", *DATA, "system.checkpoint.load=latest",
                     "_gate.density=0.5", "eval", "info")
-    dense_macs = int(re.search(r"([\d,]+) MACs", dense_info.splitlines()[-1]).group(1).replace(",", ""))
-    totals = TOTAL_LINE.search(gated_info)
-    effective = int(totals.group(2).replace(",", ""))
+    dense_macs = total_macs(dense_info)
+    effective = effective_macs(gated_info)
 
     print("\nFBS recipe, Fashion-MNIST, M-CifarNet")
     print(f"  dense ({options.dense_epochs} epochs)             top1 {dense_top1:.2f}%  {dense_macs:,} MACs")

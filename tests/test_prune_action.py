@@ -176,3 +176,31 @@ model:
     assert np.all(stored["model/conv0/kernel"][mask == 0] == 0.0)
     row = next(r for r in yaml.safe_load(Path("info.yaml").read_text())["layers"] if r["name"] == "conv0")
     assert row["effective_macs"] == round(64 * mask.sum() * 0.5)
+
+
+def test_network_slimming_trains_with_an_l1_penalty_then_prunes_channels_by_scale(run, capsys):
+    assert run("small.yaml", "models/override/netslim.yaml", "model.batch_norm_scale_l1=0.01", "train",
+               "prune.granularity=channel", "prune.percent=0.25", "prune") == 0
+    stored, masks = masks_of(CHECKPOINTS / "pruned.npz")
+    for name in ("conv0", "conv1"):  # the convolutions with a batch norm
+        gamma = stored[f"model/{name}.bn/gamma"]
+        removed = (masks[name] == 0).all(axis=(0, 1, 2))
+        assert np.all(masks[name][..., ~removed] == 1)
+        assert np.all(gamma[removed] == 0) and np.all(stored[f"model/{name}.bn/beta"][removed] == 0)
+    assert sum(int((masks[n] == 0).all(axis=(0, 1, 2)).sum()) for n in ("conv0", "conv1")) >= 1
+
+
+def test_the_slimming_penalty_is_the_l1_norm_of_the_batch_norm_scales():
+    from mayo_lite.config import Config
+    from mayo_lite.net import build_model
+    cfg = Config()
+    cfg.load("models/cifarnet_slim.yaml")
+    cfg.load("models/override/netslim.yaml")
+    cfg.set("dataset", {"name": "x", "task": {"num_classes": 10}})
+    model = build_model(cfg.get("model"), (28, 28, 1))
+    gammas = [layer.gamma for layer in model.layers if layer.name.endswith(".bn")]
+    for gamma in gammas:
+        gamma.assign(np.random.default_rng(0).normal(size=gamma.shape).astype(np.float32))
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    expected = 1e-5 * sum(np.abs(gamma.numpy()).sum() for gamma in gammas)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)

@@ -4,6 +4,7 @@ The session hands in the resolved `dataset` section and the `system.pipeline` se
 dataset it gets back; the source readers (`sources.py`) and the steps (`preprocess.py`) do the rest.
 """
 
+import inspect
 import logging
 import math
 import numbers
@@ -58,7 +59,23 @@ def _should_cache(cache, examples, count, shape):
         return False
     image_spec = examples.dataset.element_spec[0]
     image_shape = image_spec.shape if image_spec.shape.is_fully_defined() else shape
-    return count * math.prod(image_shape) * image_spec.dtype.size < CACHE_LIMIT_BYTES
+    # Encoded images count as decoded uint8 ones of the task's shape, well above their compressed size.
+    value_size = 1 if image_spec.dtype == tf.string else image_spec.dtype.size
+    return count * math.prod(image_shape) * value_size < CACHE_LIMIT_BYTES
+
+
+def _read_source(reader, dataset, split, search_path, training, seed):
+    """The reader's examples; readers that shuffle their files (`sources.py`) also get `training` and `seed`."""
+    order = {"training": training, "seed": seed}
+    accepted = inspect.signature(reader).parameters
+    return reader(dataset, split, search_path, **{name: value for name, value in order.items() if name in accepted})
+
+
+def _decode(image, channels):
+    """Encoded images (JPEG, PNG, ...) as uint8 [H, W, channels]; decoded images pass unchanged."""
+    if image.dtype != tf.string:
+        return image
+    return tf.io.decode_image(image, channels=channels, expand_animations=False)
 
 
 def _format_shape(shape):
@@ -77,6 +94,9 @@ def make_dataset(
     drop_remainder=False,
 ):
     """One epoch of `split` as batches of (images float32 [B, H, W, C], labels int32 [B]).
+
+    A source's examples are (image, label) or (image, label, boxes): images decoded, or encoded bytes that are
+    decoded after the shuffle; boxes [N, 4] (ymin, xmin, ymax, xmax in [0, 1]) go to the `distort_bbox` step.
 
     Args:
         dataset: the resolved `dataset` section of the config (a plain dict).
@@ -117,7 +137,7 @@ def make_dataset(
     moment = lookup(dataset, "task.moment", None)
     offset = label_offset(dataset)
 
-    examples = SOURCES[source_type](dataset, split, search_path)
+    examples = _read_source(SOURCES[source_type], dataset, split, search_path, training, seed)
     logger.info("%s, %s split: %s", name, split, examples.origin)
     cardinality = int(examples.dataset.cardinality())
     if cardinality >= 0 and cardinality != count:
@@ -139,9 +159,10 @@ def make_dataset(
     # must reach the user as its one line, which AutoGraph would wrap in a multi-line "in user code" report.
     @tf.autograph.experimental.do_not_convert
     def preprocess(example, image_seed):
-        image, label = example
-        image = tf.image.convert_image_dtype(image, tf.float32)
-        image = apply_steps(image, steps, shape, moment, image_seed)
+        image, label = example[:2]
+        boxes = example[2] if len(example) > 2 else None
+        image = tf.image.convert_image_dtype(_decode(image, shape[-1]), tf.float32)
+        image = apply_steps(image, steps, shape, moment, image_seed, boxes)
         return image, tf.cast(label, tf.int32) + offset
 
     # Order is kept unless it cannot be repeated anyway (unseeded training), where not waiting is faster.

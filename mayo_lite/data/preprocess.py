@@ -30,12 +30,15 @@ class StepContext(NamedTuple):
         mean: `dataset.task.moment.mean` (a list per channel, a number, or None).
         std: `dataset.task.moment.std` (likewise).
         seed: an int64 [2] stateless seed, distinct for every image and every step.
+        boxes: the image's object boxes [N, 4] (ymin, xmin, ymax, xmax in [0, 1]) where the source has them
+            (slim's ImageNet TFRecords), else None.
     """
 
     shape: tuple
     mean: object
     std: object
     seed: tf.Tensor
+    boxes: object = None
 
 
 def _invalid(step, name, value, expected):
@@ -198,7 +201,8 @@ def distort_bbox(
 ):
     """A random window of the image as slim's `distorted_bounding_box_crop`, resized to the task's size.
 
-    The whole image is the object box (the sources here carry no bounding boxes).
+    The window covers at least `min_object_covered` of one of the image's object boxes; without boxes (most
+    sources, and ImageNet records that have none) the whole image is the object box.
     """
     area_range = _range("distort_bbox", "area_range", area_range, 0, 1)
     aspect_ratio_range = _range("distort_bbox", "aspect_ratio_range", aspect_ratio_range, 0, float("inf"))
@@ -206,9 +210,10 @@ def distort_bbox(
         raise _invalid("distort_bbox", "min_object_covered", min_object_covered, "a number in [0, 1]")
     if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts <= 0:
         raise _invalid("distort_bbox", "max_attempts", max_attempts, "a positive integer")
+    boxes = tf.zeros([0, 4], tf.float32) if context.boxes is None else context.boxes
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
-        bounding_boxes=tf.zeros([1, 0, 4], tf.float32),
+        bounding_boxes=tf.reshape(tf.cast(boxes, tf.float32), [1, -1, 4]),
         seed=context.seed,
         min_object_covered=float(min_object_covered),
         aspect_ratio_range=aspect_ratio_range,
@@ -278,12 +283,13 @@ def compile_steps(specs, location):
     return steps
 
 
-def apply_steps(image, steps, shape, moment, seed):
-    """Runs `steps` on one image; `seed` is an int64 scalar unique to this image (the pipeline draws it)."""
+def apply_steps(image, steps, shape, moment, seed, boxes=None):
+    """Runs `steps` on one image; `seed` is an int64 scalar unique to this image (the pipeline draws it), `boxes`
+    its object boxes if the source gives them."""
     moment = moment or {}
     for index, step in enumerate(steps):
         step_seed = tf.stack([seed, tf.constant(index, tf.int64)])
-        context = StepContext(shape, moment.get("mean"), moment.get("std"), step_seed)
+        context = StepContext(shape, moment.get("mean"), moment.get("std"), step_seed, boxes)
         try:
             image = step.function(image, context, **step.arguments)
         except ConfigError as error:

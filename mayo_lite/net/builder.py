@@ -45,7 +45,7 @@ def _pair(value, key, where):
 class LayerBuilder:
     """Builds the Keras layers of one YAML layer spec and applies them to tensors."""
 
-    def __init__(self, name, spec, where, global_threshold=None, where_key=None, masked=False):
+    def __init__(self, name, spec, where, global_threshold=None, where_key=None, masked=False, slimming=0.0):
         self.name = name
         self.spec = spec
         self.where = where
@@ -53,6 +53,12 @@ class LayerBuilder:
         self.global_threshold = global_threshold
         self._where_key = where_key
         self.masked = masked
+        self.slimming = slimming
+
+    def slim(self, batch_norm):
+        """Network slimming (Liu et al., 2017): an L1 penalty on the batch norm's scales, when the model asks."""
+        if self.slimming > 0 and batch_norm.scale:
+            batch_norm.gamma_regularizer = keras.regularizers.L1(self.slimming)
 
     @property
     def convolution_class(self):
@@ -129,7 +135,9 @@ class LayerBuilder:
         """The slim tail of a weighted layer: normalizer (which disables the bias), then activation."""
         normalizer = self.normalizer()
         if normalizer is not None:
-            self.keep(normalizer.build(f"{self.name}.bn")).trainable = self.trainable()
+            batch_norm = self.keep(normalizer.build(f"{self.name}.bn"))
+            batch_norm.trainable = self.trainable()
+            self.slim(batch_norm)
         activation = self.activation()
         if activation is not None:
             self.keep(keras.layers.Activation(activation, name=f"{self.name}.act"))
@@ -361,9 +369,9 @@ def _activation(builder):
 
 def _batch_normalization(builder):
     momentum = builder.get("momentum", builder.get("decay", 0.99))
-    builder.keep(keras.layers.BatchNormalization(
+    builder.slim(builder.keep(keras.layers.BatchNormalization(
         momentum=momentum, epsilon=builder.get("epsilon", 0.001), scale=builder.get("scale", True),
-        center=builder.get("center", True), trainable=builder.trainable(), name=builder.name))
+        center=builder.get("center", True), trainable=builder.trainable(), name=builder.name)))
 
 
 def _local_response_normalization(builder):
@@ -415,9 +423,10 @@ def _check_keys(spec, allowed, where):
 class GraphBuilder:
     """Wires YAML layers along `graph` edges, flattening modules into the same Keras graph."""
 
-    def __init__(self, origin=None, masked=False):
+    def __init__(self, origin=None, masked=False, slimming=0.0):
         self.origin = origin or (lambda path: None)
         self.masked = masked
+        self.slimming = slimming
         self._global_threshold = None
 
     def global_threshold(self, decay):
@@ -447,7 +456,7 @@ class GraphBuilder:
         build, allowed = LAYER_TYPES[kind]
         _check_keys(spec, allowed, where)
         builder = LayerBuilder(name, spec, where, self.global_threshold, lambda key: self.where(f"{path}.{key}"),
-                               self.masked)
+                               self.masked, self.slimming)
         try:
             build(builder)
         except (TypeError, ValueError) as error:
@@ -568,9 +577,13 @@ def build_model(model, input_shape, origin=None, masked=False):
         origin: optional function from a key path to the file that set it, for error messages.
         masked: give every convolution (gated ones included, depthwise ones not) a pruning mask.
     """
-    builder = GraphBuilder(origin, masked)
     if not isinstance(model, dict):
         raise ConfigError(f"model: expected a mapping with name, layers and graph, got {model!r}")
+    slimming = model.get("batch_norm_scale_l1", 0.0)
+    if isinstance(slimming, bool) or not isinstance(slimming, (int, float)) or slimming < 0:
+        raise ConfigError(f"{(origin or (lambda p: None))('model.batch_norm_scale_l1') or 'model'}: "
+                          f"model.batch_norm_scale_l1: expected a non-negative number, got {slimming!r}")
+    builder = GraphBuilder(origin, masked, float(slimming))
     for key in ("name", "layers", "graph"):
         if key not in model:
             raise ConfigError(f"{builder.where('model')}: missing `model.{key}`")

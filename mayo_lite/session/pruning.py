@@ -48,18 +48,32 @@ def settings(cfg):
     return values
 
 
-def _arguments(values):
-    return {key: values[key] for key in ("percent", "granularity", "saliency", "scope", "layers")}
+def _arguments(values, selected):
+    arguments = {key: values[key] for key in ("percent", "granularity", "saliency", "scope")}
+    arguments["layers"] = [layer.name for layer in selected]
+    return arguments
 
 
 def check_layers(cfg, model, values):
-    """The layers the section selects; a configuration error when there are none or a pattern matches none."""
+    """The layers the section selects; a configuration error when there are none or a pattern matches none.
+
+    Channel pruning ranks channels by the scale of the batch norm after the convolution, so with `layers` unset it
+    takes the convolutions that have one, and a named convolution without one is an error.
+    """
     try:
         selected = prunable_layers(model, values["layers"])
     except PruneArgumentError as error:
         raise ConfigError(f"{cfg.where('prune.layers')}: {error}") from None
+    if values["granularity"] == "channel":
+        names = {layer.name for layer in model.layers}
+        without = [layer.name for layer in selected if f"{layer.name}.bn" not in names]
+        if values["layers"] is not None and without:
+            raise ConfigError(f"{cfg.where('prune.layers')}: channel pruning needs a batch norm after each layer; "
+                              f"{', '.join(without)} have none")
+        selected = [layer for layer in selected if layer.name not in without]
     if not selected:
-        raise ConfigError(f"prune: model {model.name!r} has no convolution to prune")
+        raise ConfigError(f"prune: model {model.name!r} has no convolution to prune"
+                          + (" with a batch norm (channel granularity)" if values["granularity"] == "channel" else ""))
     return selected
 
 
@@ -92,8 +106,7 @@ def schedule(cfg, model):
     if resolved.settings["end"] < resolved.settings["begin"]:
         raise ConfigError(f"{where}: end ({resolved.settings['end']}) is before begin "
                           f"({resolved.settings['begin']})")
-    check_layers(cfg, model, values)
-    return _Gradual(resolved, _arguments(values))
+    return _Gradual(resolved, _arguments(values, check_layers(cfg, model, values)))
 
 
 class _Gradual:
@@ -121,9 +134,9 @@ def prune(runner):
     cfg = runner.cfg
     values = settings(cfg)
     session = runner.session()
-    check_layers(cfg, session.model, values)
+    arguments = _arguments(values, check_layers(cfg, session.model, values))
     before = _accuracy(session)
-    report = prune_model(session.model, **_arguments(values))
+    report = prune_model(session.model, **arguments)
     after = _accuracy(session)
     print(report.text())
     if before is not None:
