@@ -19,3 +19,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+class Interrupted(Exception):
+    """Training was stopped by Ctrl-C or SIGTERM after saving its progress; the launcher exits with status 130."""

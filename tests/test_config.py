@@ -848,3 +848,12 @@ def test_config_imports_no_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(mayo_lite.__file__).resolve().parent.parent)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 0.001), ("1e30", 1e30), ("-2.5E+2", -250.0), ("1.0e-4", 1e-4),
+                                         ("1e", "1e"), ("e5", "e5"), ("12", 12)])
+def test_scientific_notation_without_a_dot_is_a_float(text, value):
+    cfg = Config()
+    cfg.override(f"train.learning_rate={text}")
+    assert cfg.get("train.learning_rate") == value
+    assert type(cfg.get("train.learning_rate")) is type(value)

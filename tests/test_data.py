@@ -279,7 +279,7 @@ def test_steps_are_a_table():
         "random_flip", "random_crop", "central_crop", "crop", "crop_or_pad", "resize", "normalize_channels",
         "subtract_channel_means", "linear_map", "standardize_image", "distort_color", "distort_bbox",
     }
-    assert set(SOURCES) == {"idx", "tfds", "synthetic"}
+    assert set(SOURCES) == {"idx", "tfds", "synthetic", "tfrecord"}
 
 
 @pytest.mark.parametrize(
@@ -353,8 +353,8 @@ def test_images_of_another_shape_than_the_task_are_a_config_error():
 
 def test_unknown_source_type_and_missing_keys_are_config_errors():
     dataset = load_config("synthetic")
-    dataset["source"]["type"] = "tfrecord"
-    with pytest.raises(ConfigError, match="source.type 'tfrecord'; known source types: idx, synthetic, tfds"):
+    dataset["source"]["type"] = "lmdb"
+    with pytest.raises(ConfigError, match="source.type 'lmdb'; known source types: idx, synthetic, tfds, tfrecord"):
         make_dataset(dataset, "train", 8, True)
     del dataset["task"]["shape"]["channels"]
     with pytest.raises(ConfigError, match="dataset.task.shape.channels is missing"):

@@ -13,7 +13,7 @@ import traceback
 
 from mayo_lite import __version__
 from mayo_lite.config import Config
-from mayo_lite.errors import UserError
+from mayo_lite.errors import Interrupted, UserError
 
 log = logging.getLogger("mayo_lite")
 
@@ -173,6 +173,9 @@ def main(argv=None):
             traceback.print_exc()
         print(f"my: error: {error}", file=sys.stderr)
         return 2
+    except Interrupted as error:
+        print(f"my: {error}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("my: interrupted", file=sys.stderr)
         return 130

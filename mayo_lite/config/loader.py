@@ -6,6 +6,7 @@ until the references module resolves them.
 
 import datetime
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -66,6 +67,11 @@ def _refuse_tag(loader, node):
 
 
 _Loader.add_constructor("!arith", _construct_arith)
+# YAML 1.1 reads `1e-3` (no dot) as a string; researchers write learning rates and decays that way, so it is a
+# float here, as in YAML 1.2 and JSON.
+_Loader.add_implicit_resolver(
+    _CORE_TAG_PREFIX + "float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 _Loader.add_constructor(None, _refuse_tag)
 
 

@@ -221,7 +221,8 @@ def distort_bbox(
         max_attempts=max_attempts,
         use_image_if_no_bounding_boxes=True,
     )
-    window = tf.slice(image, begin, size)
+    # The window's size is only known when the graph runs; its channels are the image's.
+    window = tf.ensure_shape(tf.slice(image, begin, size), [None, None, image.shape[-1]])
     return tf.image.resize(window, context.shape[:2], method="bilinear")
 
 

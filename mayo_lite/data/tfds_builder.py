@@ -1,7 +1,8 @@
 """The `tfds` source: a TensorFlow Datasets builder (`cifar10`, `mnist`, `imagenet2012`, ...) read as (image, label).
 
 The `idx` source falls back to it, so a failure is first a `TfdsUnavailable` that carries a short reason, and each
-reader words its own one-line DataError around it.
+reader words its own one-line DataError around it. Builders whose data cannot be downloaded (`imagenet2012`) are
+prepared from the archives in `source.manual_dir`.
 """
 
 import logging
@@ -61,23 +62,32 @@ def _offline_reason():
     return None
 
 
+def _directory(dataset, key):
+    value = lookup(dataset, key, None)
+    return None if value is None else os.path.expanduser(str(value))
+
+
 def load_tfds_split(dataset, split):
-    """`split` of the builder named by `source.tfds`, downloaded first when allowed; TfdsUnavailable when not."""
+    """`split` of the builder named by `source.tfds`, prepared first from `source.manual_dir` when that is set, else
+    downloaded when allowed; TfdsUnavailable when it cannot be."""
     # Imported here: TensorFlow Datasets takes seconds to import and most runs read IDX files or synthetic data.
     import tensorflow_datasets as tfds
 
     name = lookup(dataset, "source.tfds")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"Invalid value for dataset.source.tfds. Expected a builder name. Received: {name!r}")
-    data_dir = lookup(dataset, "source.data_dir", None)
-    if data_dir is not None:
-        data_dir = os.path.expanduser(str(data_dir))
+    data_dir = _directory(dataset, "source.data_dir")
+    manual_dir = _directory(dataset, "source.manual_dir")
     shown_dir = data_dir or "~/tensorflow_datasets"
     split_name = tfds_split(dataset, split)
     offline = None
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-        if not builder.is_prepared() and lookup(dataset, "source.download", True):
+        if not builder.is_prepared() and manual_dir is not None:
+            # From archives already on disk: no network needed, and none to wait for.
+            logger.info("preparing TensorFlow Datasets '%s' in %s from %s", name, shown_dir, manual_dir)
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        elif not builder.is_prepared() and lookup(dataset, "source.download", True):
             offline = _offline_reason()
             if offline is None:
                 logger.info("downloading and preparing TensorFlow Datasets '%s' in %s", name, shown_dir)
@@ -95,8 +105,18 @@ def read_tfds_source(dataset, split, search_path):
     try:
         return load_tfds_split(dataset, split)
     except TfdsUnavailable as error:
+        manual_dir = _directory(dataset, "source.manual_dir")
+        if manual_dir is not None:
+            how = (
+                f"put the archives its manual download instructions name in {manual_dir} (for imagenet2012: "
+                f"ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org)"
+            )
+        else:
+            how = (
+                f"give it network access to download, or run 'tfds build {error.builder} --data_dir DIR' on a "
+                f"connected machine, copy DIR here and set dataset.source.data_dir"
+            )
         raise DataError(
             f"{dataset_name(dataset)}: TensorFlow Datasets could not load '{error.builder}' from {error.data_dir} "
-            f"({error.reason}); give it network access to download, or run 'tfds build {error.builder} "
-            f"--data_dir DIR' on a connected machine, copy DIR here and set dataset.source.data_dir"
+            f"({error.reason}); {how}"
         ) from None

@@ -55,8 +55,8 @@ def train(runner):
             if keep:
                 session.store.prune_numbered(int(keep))
         session.save("latest")
-    session.loops.train(max_epochs, on_epoch_end,
-                        after_step=None if gradual is None else gradual.after_step)
+    session.loops.train(max_epochs, on_epoch_end, after_step=None if gradual is None else gradual.after_step,
+                        on_interrupt=lambda epoch: session.save("latest"))
 
 
 def evaluate(runner):

@@ -65,18 +65,26 @@ class CheckpointStore:
 
     def save(self, name, variables, epoch, meta):
         """Writes `name`.npz atomically; `variables` maps names to arrays."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         target = self.directory / f"{name}{SUFFIX}"
         arrays = dict(variables)
         arrays["__epoch__"] = np.float64(epoch)
         arrays["__meta__"] = np.array(json.dumps(meta))
-        handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+        except OSError as error:
+            raise CheckpointError(f"cannot write checkpoint {target}: {error.strerror or error} (the previous "
+                                  "checkpoints are untouched)") from None
         try:
             with os.fdopen(handle, "wb") as stream:
                 np.savez(stream, **arrays)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temporary, target)
+        except OSError as error:
+            Path(temporary).unlink(missing_ok=True)
+            raise CheckpointError(f"cannot write checkpoint {target}: {error.strerror or error} (the previous "
+                                  f"{target.name} is untouched)") from None
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise

@@ -7,14 +7,17 @@ exact whatever the number of replicas. For a gated (FBS) model the steps also re
 the gates kept, which the progress bar, `eval` and `info` report.
 """
 
+import contextlib
 import logging
 import math
+import signal
+import threading
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.errors import UserError
+from mayo_lite.errors import Interrupted, UserError
 from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
 
 log = logging.getLogger("mayo_lite")
@@ -24,6 +27,32 @@ TOP_K = 5
 
 class DivergedError(UserError):
     """The loss became NaN or infinite; training stopped without saving it."""
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours after the current step;
+    the handlers are then restored, so a second one stops the program at once, as Mayo's countdown did."""
+    requested = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested  # signals reach only the main thread; elsewhere training stops as Python decides
+        return
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in signals}
+
+    def request(number, frame):
+        requested.append(signal.Signals(number).name)
+        for other, handler in previous.items():
+            signal.signal(other, handler)
+        log.warning("%s: stopping after this step and saving the checkpoint (again to stop at once)",
+                    signal.Signals(number).name)
+    for number in signals:
+        signal.signal(number, request)
+    try:
+        yield requested
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _counts(labels, logits, num_classes):
@@ -98,9 +127,22 @@ class Loops:
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
         return step
 
-    def train(self, max_epochs, on_epoch_end, after_step=None):
+    def train(self, max_epochs, on_epoch_end, after_step=None, on_interrupt=None):
         """Trains until the epoch counter reaches `max_epochs`; calls `on_epoch_end(epoch)` at each boundary and
-        `after_step(model, step, epoch)` after every step (the global step number, counted from 1)."""
+        `after_step(model, step, epoch)` after every step (the global step number, counted from 1).
+
+        Ctrl-C or SIGTERM stops training after the current step: `on_interrupt(epoch)` saves the progress, then
+        `Interrupted` is raised.
+        """
+        with _stop_requests() as requested:
+            self._train(max_epochs, on_epoch_end, after_step, requested)
+            if requested:
+                if on_interrupt is not None:
+                    on_interrupt(self.session.epoch.value)
+                raise Interrupted(f"interrupted ({requested[0]}) at epoch {self.session.epoch.value:.3f}; the "
+                                  "checkpoint `latest` holds the progress and `train` continues from it")
+
+    def _train(self, max_epochs, on_epoch_end, after_step, requested):
         session = self.session
         if self._train_step is None:
             self._train_step = self._build_train_step()
@@ -127,8 +169,10 @@ class Loops:
                 if self.gated:
                     figures.append(("density", totals[4] / totals[3]))
                 bar.update(number, figures + [("lr", float(session.learning_rate()))])
-                if session.epoch.value >= max_epochs - 1e-9:
+                if session.epoch.value >= max_epochs - 1e-9 or requested:
                     break
+            if requested:
+                return
             if session.epoch.value >= index + 1 - 1e-6:
                 # Snap to the boundary: summed float increments land a hair off whole epochs.
                 session.epoch.assign(index + 1)
