@@ -47,7 +47,8 @@ A config change after an action discards the session; the next action builds a f
 the checkpoint the previous action loaded or saved, or, if system.checkpoint.load was changed, from the one it
 names: latest (default), a name or epoch of this run, a path, or another model's name (its run's latest, e.g. a
 dense model's for its gated variant).
-Exit status: 0 success, 2 usage or config error, 1 any other failure.
+Exit status: 0 success, 2 usage or config error, 1 any other failure, 130 interrupted (Ctrl-C or SIGTERM
+during train saves `latest` first; a second Ctrl-C stops at once).
 Options: -h/--help this text; --version the version."""
 
 

@@ -274,22 +274,22 @@ class _Model:
         return names
 
 
-def _check_layout(where, architecture, model):
-    """Before reading any weights: every target layer exists, every convolution has the source's stride."""
+def _check_layout(where, architecture, model, strides=True):
+    """Every target layer exists; with `strides`, every convolution has the source's stride."""
     absent = [entry.target for entry in architecture.entries if not model.has_layer(entry.target)]
     if absent:
         raise CheckpointError(
             f"{where}: {architecture.title} weights do not fit model {model.model.name!r}: it has no layer "
             f"{_listed(absent)} (these weights are for {architecture.config})")
     differ = []
-    for entry in architecture.entries:
-        strides = getattr(model.layers.get(entry.target), "strides", None)
-        if entry.kind in _CONVOLUTIONS and strides is not None and tuple(strides) != (entry.stride, entry.stride):
-            differ.append(f"{entry.target} has stride {tuple(strides)[0]} where {entry.source} has {entry.stride}")
+    for entry in architecture.entries if strides else ():
+        found = getattr(model.layers.get(entry.target), "strides", None)
+        if entry.kind in _CONVOLUTIONS and found is not None and tuple(found) != (entry.stride, entry.stride):
+            differ.append(f"{entry.target} has stride {tuple(found)[0]} where {entry.source} has {entry.stride}")
     if differ:
         hint = f"; {architecture.hint}" if architecture.hint else ""
-        raise CheckpointError(f"{where}: {architecture.title} weights have the right names but another layout "
-                              f"than model {model.model.name!r}: {_listed(differ)}{hint}")
+        raise CheckpointError(f"{where}: {architecture.title} weights do not fit model {model.model.name!r}: "
+                              f"{_listed(differ)}{hint}")
 
 
 def _fit(where, architecture, sources, model):
@@ -410,7 +410,7 @@ def _from_keras_application(application, arch, model, where=None):
     where = where or f"keras:{arch}"
     architecture = _keras_architecture(f"keras:{arch}")
     target = _Model(model)
-    _check_layout(where, architecture, target)
+    _check_layout(where, architecture, target, strides=False)
     layers = {layer.name: layer for layer in application.layers}
     sources, problems = {}, []
     for entry in architecture.entries:
@@ -432,7 +432,9 @@ def _from_keras_application(application, arch, model, where=None):
     if problems:
         raise CheckpointError(f"{where}: not the Keras Applications model the table expects "
                               f"({architecture.application}): {_listed(problems)}")
-    return _fit(where, architecture, sources, target)
+    values = _fit(where, architecture, sources, target)
+    _check_layout(where, architecture, target)
+    return values
 
 
 # -- torchvision state dicts -----------------------------------------------------------------------------------
@@ -536,7 +538,7 @@ def _read_torchvision(selector, model):
     arrays = _state_dict(selector, path)
     architecture = _recognise(selector, arrays, named)
     target = _Model(model)
-    _check_layout(selector, architecture, target)
+    _check_layout(selector, architecture, target, strides=False)
     sources = {}
     for entry in architecture.entries:
         layer, names = {}, {}
@@ -546,4 +548,5 @@ def _read_torchvision(selector, model):
             names[role] = (key, tuple(arrays[key].shape))
         sources[entry.source] = (layer, names, architecture.epsilon)
     values = _fit(selector, architecture, sources, target)
+    _check_layout(selector, architecture, target)  # strides: the names and shapes agree, does the layout?
     return values, f"{architecture.title} state dict {Path(path).expanduser()}"
