@@ -28,6 +28,8 @@ ACTION_HELP = {
     "eval-all": "evaluate every saved checkpoint of the run and write eval_all.csv",
     "prune": "prune convolution weights as the prune: section says (kernel level by default), report accuracy "
              "before and after, save checkpoint `pruned`",
+    "export-model": "write a deployable model (.keras and SavedModel) with pruning masks folded into the weights, "
+                    "under system.export.path",
 }
 
 USAGE = """usage: my ARG [ARG ...]

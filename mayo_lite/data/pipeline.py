@@ -75,7 +75,8 @@ def _decode(image, channels):
     """Encoded images (JPEG, PNG, ...) as uint8 [H, W, channels]; decoded images pass unchanged."""
     if image.dtype != tf.string:
         return image
-    return tf.ensure_shape(tf.io.decode_image(image, channels=channels, expand_animations=False), [None, None, channels])
+    decoded = tf.io.decode_image(image, channels=channels, expand_animations=False)
+    return tf.ensure_shape(decoded, [None, None, channels])
 
 
 def _format_shape(shape):

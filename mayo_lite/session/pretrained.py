@@ -507,7 +507,7 @@ def _recognise(selector, arrays, named):
 
 
 def _natural(key):
-    return [int(part) if part.isdigit() else part for part in key.split(".")]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split(".")]
 
 
 def _torch_layout(entry, role, array, where):

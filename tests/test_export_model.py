@@ -1,0 +1,56 @@
+"""`export-model`: a deployable model with the pruning masks folded into plain kernels, as `.keras` and SavedModel."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mayo_lite.cli import Runner, main
+from mayo_lite.layers import GatedConv2D, MaskedConv2D
+from tests.test_prune_action import MODEL
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.yaml").write_text(MODEL)
+    (tmp_path / "gate.yaml").write_text("""
+_import: small.yaml
+model:
+  name: small_gate
+  layers:
+    conv0: {type: gated_convolution, gate_params: {density: 0.5}, normalizer_params: {scale: true}}
+""")
+    return tmp_path
+
+
+def session_outputs(config, images, load):
+    runner = Runner()
+    runner.cfg.load(config)
+    runner.cfg.override(f"system.checkpoint.load={load}")
+    return runner.session().model(images, training=False).numpy()
+
+
+@pytest.mark.parametrize("config, name", [("small.yaml", "small"), ("gate.yaml", "small_gate")])
+def test_the_exported_model_computes_what_the_pruned_one_does_without_masks(workdir, config, name):
+    assert main([config, "train", "prune.percent=0.5", "prune", "export-model"]) == 0
+    images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    expected = session_outputs(config, images, "pruned")
+
+    exported = keras.models.load_model(workdir / "exported" / f"{name}.keras")
+    assert not any(isinstance(layer, MaskedConv2D) for layer in exported.layers)
+    assert not any(getattr(layer, "use_mask", False) for layer in exported.layers if isinstance(layer, GatedConv2D))
+    np.testing.assert_allclose(exported(images, training=False), expected, atol=1e-5)
+    kernel = exported.get_layer("conv1").kernel.numpy()
+    assert 0.4 < np.mean(kernel == 0.0) < 0.9  # the pruned weights are zeros in a plain kernel
+
+    served = tf.saved_model.load(str(workdir / "exported" / f"{name}_savedmodel"))
+    np.testing.assert_allclose(served.serve(tf.constant(images)), expected, atol=1e-5)
+
+
+def test_an_export_path_that_is_a_file_is_a_config_error(workdir, capsys):
+    Path("exported").write_text("not a directory")
+    assert main(["small.yaml", "system.checkpoint.load=null", "export-model"]) == 2
+    assert "system.export.path" in capsys.readouterr().err
