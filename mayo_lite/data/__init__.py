@@ -1,5 +1,5 @@
-"""The data room: reads a dataset from its source (IDX files, TensorFlow Datasets, synthetic) and applies the
-named preprocessing steps in a `tf.data` pipeline for the session.
+"""The data room: reads a dataset from its source (slim/Mayo TFRecord shards, IDX files, TensorFlow Datasets,
+synthetic) and applies the named preprocessing steps in a `tf.data` pipeline for the session.
 
     from mayo_lite.data import make_dataset, num_examples
     batches = make_dataset(config["dataset"], "train", batch_size=128, training=True, seed=1)

@@ -1,4 +1,4 @@
-"""What every source reader returns: the decoded examples of one split, before any preprocessing."""
+"""What every source reader returns: the examples of one split, before any preprocessing."""
 
 from typing import NamedTuple
 
@@ -9,7 +9,9 @@ class SourceExamples(NamedTuple):
     """One split as read from its source.
 
     Attributes:
-        dataset: a `tf.data.Dataset` of (image [H, W, C] uint8 or float32 in [0, 1], integer label), in file order.
+        dataset: a `tf.data.Dataset` of (image, integer label) or (image, integer label, boxes [N, 4] of ymin, xmin,
+            ymax, xmax in [0, 1]), in file order; the image is [H, W, C] uint8 or float32 in [0, 1], or encoded
+            JPEG/PNG bytes that the pipeline decodes after shuffling (so a shuffle buffer holds compressed images).
         in_memory: True when the examples are already held in memory (caching them again would only cost memory).
         origin: where they came from, for the log (`IDX files in /usr/share/datasets/fashion-mnist`).
     """

@@ -76,7 +76,7 @@ def _check_record(path, record):
         raise DataError(f"{path}: its first record is not a tf.train.Example") from None
     for name, (_, kind) in REQUIRED_FEATURES.items():
         if name not in features:
-            raise DataError(f"{path}: records lack the required feature {name} (slim's ImageNet format)")
+            raise DataError(f"{path}: its first record lacks {name}, a feature slim's ImageNet format requires")
         found = features[name].WhichOneof("kind")
         if found != kind:
             raise DataError(f"{path}: feature {name} is a {found}, expected a {kind} (slim's ImageNet format)")

@@ -5,6 +5,7 @@ config changes. Data pipelines are built lazily, so `info` on CIFAR-10 needs no 
 """
 
 import logging
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -13,10 +14,13 @@ from mayo_lite import registry
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
-from mayo_lite.session import checkpoint
+from mayo_lite.session import checkpoint, pretrained
 from mayo_lite.session.loop import Loops, epoch_text
 
 log = logging.getLogger("mayo_lite")
+
+# `system.checkpoint.load` selectors of pretrained weights from other frameworks (mayo_lite.session.pretrained).
+PRETRAINED_PREFIXES = ("keras:", "torchvision:")
 
 # Listed once, at import: the CLI imports this module with TensorFlow's native start-up notices silenced.
 GPUS = tf.config.list_physical_devices("GPU")
@@ -89,7 +93,8 @@ class Session:
         source = continue_from if continue_from is not None else self._selected_path()
         # Convolutions carry pruning masks when the config prunes or the checkpoint was pruned; otherwise a plain
         # model pays nothing for them.
-        self.masked = cfg.get("prune", None) is not None or (source is not None and checkpoint.has_masks(source))
+        self.masked = cfg.get("prune", None) is not None or (
+            isinstance(source, Path) and checkpoint.has_masks(source))
         with self.strategy.scope():
             self.model = build_model(cfg.get("model"), self.input_shape(), origin=cfg.origin, masked=self.masked)
             self.epoch = EpochCounter()
@@ -198,10 +203,13 @@ class Session:
         return path
 
     def _selected_path(self):
-        """The checkpoint `system.checkpoint.load` selects, or None (none selected, or no `latest` yet)."""
+        """The checkpoint `system.checkpoint.load` selects, or None (none selected, or no `latest` yet); a
+        `keras:` / `torchvision:` selector is returned as it is."""
         selector = self.selector
         if selector is None:
             return None
+        if isinstance(selector, str) and selector.startswith(PRETRAINED_PREFIXES):
+            return selector
         path = self.store.locate(selector)
         if not path.is_file():
             if selector == "latest":
@@ -227,7 +235,14 @@ class Session:
         return path if path.is_file() else None
 
     def load(self, path):
+        """Loads a checkpoint file (or, for a `keras:` / `torchvision:` selector, pretrained weights)."""
+        if isinstance(path, str) and path.startswith(PRETRAINED_PREFIXES):
+            stored, description = pretrained.read_pretrained(path, self.model)
+            return self._assign(stored, 0.0, {"model": description}, path, description)
         stored, epoch, meta = checkpoint.read(path)
+        return self._assign(stored, epoch, meta, path, f"checkpoint {path}")
+
+    def _assign(self, stored, epoch, meta, path, description):
         targets = self.variables()
         model_targets = {k: v for k, v in targets.items() if k.startswith("model/")}
         model_stored = {k: v for k, v in stored.items() if k.startswith("model/")}
@@ -248,7 +263,7 @@ class Session:
             variable.assign(value)
         self.epoch.assign(epoch)
         self.checkpoint_path = path
-        log.info("loaded checkpoint %s (epoch %s)", path, epoch_text(epoch))
+        log.info("loaded %s (epoch %s)", description, epoch_text(epoch))
         if translated:
             log.info("the gates of %s start from the dense batch norms: predictor bias from the scale, beta from "
                      "the offset, and their moving statistics", ", ".join(translated))
