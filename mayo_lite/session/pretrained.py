@@ -57,6 +57,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from mayo_lite.errors import CheckpointError
@@ -261,7 +262,6 @@ class _Model:
 
     def required(self):
         """The variables every import must fill: weights of convolutions, dense layers and batch norms."""
-        import keras
         names = []
         for layer in self.model.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -389,7 +389,6 @@ def _read_keras(selector, model):
 
 def _application(selector, architecture):
     """keras.applications.<X>(weights="imagenet"): from the cache, or downloaded by Keras."""
-    import keras
     cache = _keras_cache()
     cached = cache / architecture.weights_file
     shown = str(cache).replace(os.path.expanduser("~"), "~", 1)
