@@ -55,3 +55,18 @@ def test_it_takes_one_image_at_a_time():
     sparse = SparseGatedModel(gated_model("models/gate/lenet5.yaml", (28, 28, 1), 0.5))
     with pytest.raises(ValueError, match="one image"):
         sparse(np.zeros((2, 28, 28, 1), np.float32))
+
+
+def test_bench_times_dense_gated_and_sparse_execution_side_by_side(tmp_path, monkeypatch, capsys):
+    from mayo_lite.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["models/gate/cifarnet_slim.yaml", "datasets/synthetic.yaml", "_gate.density=0.5",
+                 "system.checkpoint.load=null", "system.bench.images=3", "system.bench.repeats=1", "bench"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0] == "latency of one image, 3 validation images, median of 1 passes:"
+    assert [line.split("  ")[1].strip() for line in lines[1:]] == [
+        "dense model (Keras)", "gated, every channel computed (Keras)", "gated, active channels only (sparse)"]
+    assert lines[1].endswith("1.00× the dense speed")
+    difference = float(captured.err.split("sparse and Keras outputs differ by at most ")[1].split()[0])
+    assert difference < 1e-4

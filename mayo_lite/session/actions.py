@@ -14,6 +14,7 @@ import yaml
 from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.net import layer_table, totals
 from mayo_lite.session import pruning
+from mayo_lite.session.benchmark import bench
 from mayo_lite.session.deploy import export_model
 from mayo_lite.session.checkpoint import epoch_name
 from mayo_lite.session.loop import epoch_text
@@ -223,4 +224,5 @@ ACTIONS = {
     "eval-all": eval_all,
     "prune": pruning.prune,
     "export-model": export_model,
+    "bench": bench,
 }

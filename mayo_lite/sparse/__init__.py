@@ -6,5 +6,6 @@ active input and output channels and runs the smaller convolution, turning the M
 """
 
 from mayo_lite.sparse.executor import SparseGatedModel, UnsupportedModel
+from mayo_lite.sparse.latency import keras_runner, latency
 
-__all__ = ["SparseGatedModel", "UnsupportedModel"]
+__all__ = ["SparseGatedModel", "UnsupportedModel", "keras_runner", "latency"]

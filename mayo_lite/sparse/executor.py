@@ -36,17 +36,22 @@ def _kernel(layer):
 
 
 def _active_channels(layer, gamma):
-    """Indices of the channels the gate keeps for this one image, as GatedConv2D decides (fbs.md step 5)."""
+    """The channels the gate keeps for this one image, as GatedConv2D decides (fbs.md step 5): (indices, keep),
+    where `keep` is None or a 0/1 factor per index.
+
+    With the online threshold the k best channels are taken with a static k, so every shape downstream is static
+    (TensorFlow's CPU convolutions are much faster with static shapes); a tie at the threshold, which GatedConv2D
+    switches off, is kept in the set and zeroed by `keep`.
+    """
     count = active_count(layer.filters, layer.density)
     if not layer.enable or count == layer.filters:
-        return tf.range(layer.filters)
+        return tf.range(layer.filters), None
     if layer.threshold == "online":
-        threshold = tf.math.top_k(gamma, count + 1).values[count]
-    elif layer.threshold == "local":
-        threshold = tf.cast(layer.threshold_variable, gamma.dtype)
-    else:
-        threshold = tf.cast(layer.global_threshold.threshold_variable, gamma.dtype)
-    return tf.cast(tf.reshape(tf.where(gamma > threshold), [-1]), tf.int32)
+        top = tf.math.top_k(gamma, count + 1)
+        keep = tf.cast(top.values[:count] > top.values[count], gamma.dtype)
+        return top.indices[:count], keep
+    variable = layer.threshold_variable if layer.threshold == "local" else layer.global_threshold.threshold_variable
+    return tf.cast(tf.reshape(tf.where(gamma > tf.cast(variable, gamma.dtype)), [-1]), tf.int32), None
 
 
 def _gated(layer, inputs, channels):
@@ -58,7 +63,7 @@ def _gated(layer, inputs, channels):
         pooled = tf.matmul(pooled, kernel) + getattr(layer, f"{name}_bias")
         pooled = tf.nn.relu(pooled) if index < len(names) - 1 else layer.activation(pooled)
     gamma = pooled[0]
-    active = _active_channels(layer, gamma)
+    active, keep = _active_channels(layer, gamma)
     kernel = tf.gather(_take(_kernel(layer), channels, axis=2), active, axis=3)
     convolved = _convolve(layer, inputs, kernel)
     normalized = (convolved - tf.gather(layer.moving_mean, active)) * tf.math.rsqrt(
@@ -66,7 +71,8 @@ def _gated(layer, inputs, channels):
     scale = tf.gather(gamma, active)
     beta = tf.gather(layer.beta, active) if layer.beta is not None else 0.0
     mixed = (normalized + beta) * scale if layer.add_beta_first else normalized * scale + beta
-    return layer.activation(mixed), active
+    outputs = layer.activation(mixed)
+    return (outputs if keep is None else outputs * keep), active
 
 
 def _convolution(layer, inputs, channels):
