@@ -211,6 +211,19 @@ def test_linear_map(image):
     np.testing.assert_allclose(mapped, image * 2 - 0.5, rtol=1e-6)
 
 
+def test_the_keras_caffe_override_gives_bgr_0_255_minus_the_means(image):
+    from mayo_lite.config import Config
+    cfg = Config()
+    cfg.load("datasets/imagenet.yaml")
+    cfg.load("datasets/override/keras_caffe.yaml")
+    steps = compile_steps(cfg.get("dataset.task.preprocess.final_cpu"), "final_cpu")
+    result = apply_steps(tf.constant(image), steps, (8, 8, 3), cfg.get("dataset.task.moment"),
+                         tf.constant(0, tf.int64)).numpy()
+    import keras
+    expected = keras.applications.vgg16.preprocess_input(image[None] * 255.0)[0]  # Keras' own, mode "caffe"
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-3)
+
+
 def test_normalize_channels_and_subtract_channel_means(image):
     moment = {"mean": [0.1, 0.2, 0.3], "std": [0.5, 0.25, 2.0]}
     mean, std = np.array(moment["mean"]), np.array(moment["std"])
@@ -278,6 +291,7 @@ def test_steps_are_a_table():
     assert set(PREPROCESS_STEPS) == {
         "random_flip", "random_crop", "central_crop", "crop", "crop_or_pad", "resize", "normalize_channels",
         "subtract_channel_means", "linear_map", "standardize_image", "distort_color", "distort_bbox",
+        "reverse_channels",
     }
     assert set(SOURCES) == {"idx", "tfds", "synthetic", "tfrecord"}
 

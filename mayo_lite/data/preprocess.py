@@ -174,6 +174,11 @@ def linear_map(image, context, scale=1, shift=0):
     return image * _number("linear_map", "scale", scale) + _number("linear_map", "shift", shift)
 
 
+def reverse_channels(image, context):
+    """RGB to BGR (and back): the channel order of Caffe-trained weights, such as Keras Applications' VGG16."""
+    return image[..., ::-1]
+
+
 def standardize_image(image, context):
     """Zero mean and unit variance over the whole image (`tf.image.per_image_standardization`)."""
     return tf.image.per_image_standardization(image)
@@ -237,6 +242,7 @@ PREPROCESS_STEPS = {
     "subtract_channel_means": subtract_channel_means,
     "linear_map": linear_map,
     "standardize_image": standardize_image,
+    "reverse_channels": reverse_channels,
     "distort_color": distort_color,
     "distort_bbox": distort_bbox,
 }
