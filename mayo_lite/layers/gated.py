@@ -299,6 +299,7 @@ class GatedConv2D(keras.layers.Conv2D):
             self.threshold_variable = self.add_weight(
                 name="threshold", shape=(), initializer=keras.initializers.Constant(INITIAL_THRESHOLD),
                 trainable=False, aggregation="mean")
+        self._activation_keeps_zero = float(ops.convert_to_numpy(self.activation(ops.zeros((1,))))[0]) == 0.0
         self.last_density = self.add_weight(
             name="last_density", shape=(), initializer="ones", trainable=False, aggregation="mean")
 
@@ -351,7 +352,8 @@ class GatedConv2D(keras.layers.Conv2D):
         gamma = self._predict("gate", POOLS[self.pool](inputs), self.activation)
         return gamma, self._active(gamma)
 
-    def _normalize(self, conved, training):
+    def _statistics(self, conved, training):
+        """(mean, 1 / std) of the normalisation, per channel or per sample and channel; `n = (y − mean) / std`."""
         if self.norm == "channel":
             mean, variance = ops.moments(conved, axes=(1, 2), keepdims=True)
         elif training and self.trainable:
@@ -360,7 +362,7 @@ class GatedConv2D(keras.layers.Conv2D):
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             mean, variance = self.moving_mean, self.moving_variance
-        return (conved - mean) * ops.rsqrt(variance + self.epsilon)
+        return mean, ops.rsqrt(variance + self.epsilon)
 
     def _follow_threshold(self, gamma):
         """Training only: moves the local threshold, or records gamma for `update_global_threshold`."""
@@ -370,30 +372,36 @@ class GatedConv2D(keras.layers.Conv2D):
         if self.threshold == "local" and k < self.filters:
             _follow(self.threshold_variable, kth_largest(gamma, k + 1), self.decay)
 
-    def _batch_norm_affine(self, normalized):
+    def _batch_norm_affine(self, conved, statistics):
+        mean, inverse = statistics
+        normalized = (conved - mean) * inverse
         if self.gamma is not None:
             normalized = normalized * self.gamma
         return normalized + self.beta if self.beta is not None else normalized
 
-    def _parametric_output(self, normalized, gamma, active, pooled):
+    def _parametric_output(self, conved, statistics, gamma, active, pooled):
+        # act(n·g + a·β) with n = (y − mean)·inv is computed as act(y·scale + offset), scale = inv·g and
+        # offset = a·β − mean·scale, per sample and channel: one multiply-add over the activations instead of
+        # four passes (the same function, and the same gradients, reassociated).
+        mean, inverse = statistics
         gate = _per_sample(active * gamma)
+        scale = inverse * gate
+        offset = -mean * scale
         if self.parametric_beta:
             beta = self._predict("beta", pooled, lambda x: x)
         else:
             beta = self.beta
-        if beta is None:
-            mixed = normalized * gate
-        elif self.add_beta_first:
-            mixed = (normalized + _per_sample(active * beta)) * gate
-        else:
-            mixed = normalized * gate + _per_sample(active * beta)
-        return _per_sample(active) * self.activation(mixed)
+        if beta is not None:
+            offset = offset + _per_sample(active * beta) * (gate if self.add_beta_first else 1.0)
+        outputs = self.activation(conved * scale + offset)
+        # A switched-off channel has scale and offset 0, so it is act(0): already zero for ReLU-like activations.
+        return outputs if self._activation_keeps_zero else _per_sample(active) * outputs
 
-    def _squeeze_output(self, normalized, gamma, active, pooled):
-        return _per_sample(active * gamma) * self.activation(self._batch_norm_affine(normalized))
+    def _squeeze_output(self, conved, statistics, gamma, active, pooled):
+        return _per_sample(active * gamma) * self.activation(self._batch_norm_affine(conved, statistics))
 
-    def _naive_output(self, normalized, gamma, active, pooled):
-        activated = self.activation(self._batch_norm_affine(normalized))
+    def _naive_output(self, conved, statistics, gamma, active, pooled):
+        activated = self.activation(self._batch_norm_affine(conved, statistics))
         target = ops.stop_gradient(POOLS[self.pool](activated))
         self.add_loss(self.regularizer["mse"] * ops.mean(ops.square(gamma - target)))
         return _per_sample(active) * activated
@@ -402,13 +410,14 @@ class GatedConv2D(keras.layers.Conv2D):
 
     def call(self, inputs, training=None):
         kernel = self.kernel * self.mask if self.use_mask else self.kernel
-        normalized = self._normalize(self.convolution_op(inputs, kernel), training)
+        conved = self.convolution_op(inputs, kernel)
+        statistics = self._statistics(conved, training)
         pooled = POOLS[self.pool](inputs)
         gamma = self._predict("gate", pooled, self.activation)
         active = self._active(gamma)
         if training:
             self._follow_threshold(gamma)
-        outputs = self._POLICY_OUTPUTS[self.policy](self, normalized, gamma, active, pooled)
+        outputs = self._POLICY_OUTPUTS[self.policy](self, conved, statistics, gamma, active, pooled)
         for name, weight in self.regularizer.items():
             if name in SPARSITY_REGULARIZERS and weight > 0:
                 self.add_loss(weight * SPARSITY_REGULARIZERS[name](gamma * active))
