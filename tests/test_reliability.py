@@ -40,9 +40,12 @@ LATEST = Path("checkpoints/steady/synthetic/latest.npz")
 
 @pytest.fixture
 def run(tmp_path, monkeypatch):
+    # As in an interactive shell, whatever the test runner inherited (a background job ignores SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "steady.yaml").write_text(MODEL)
-    return lambda *arguments: main(list(arguments))
+    yield lambda *arguments: main(list(arguments))
+    signal.signal(signal.SIGINT, previous)
 
 
 def signal_at_steps(monkeypatch, steps, number=signal.SIGINT):

@@ -37,8 +37,9 @@ def _stop_requests():
     if threading.current_thread() is not threading.main_thread():
         yield requested  # signals reach only the main thread; elsewhere training stops as Python decides
         return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.getsignal(number) for number in signals}
+    # A signal the process was told to ignore (a background job's SIGINT, nohup) stays ignored.
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(number) is not signal.SIG_IGN}
 
     def request(number, frame):
         requested.append(signal.Signals(number).name)
@@ -46,7 +47,7 @@ def _stop_requests():
             signal.signal(other, handler)
         log.warning("%s: stopping after this step and saving the checkpoint (again to stop at once)",
                     signal.Signals(number).name)
-    for number in signals:
+    for number in previous:
         signal.signal(number, request)
     try:
         yield requested
