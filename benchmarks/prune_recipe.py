@@ -2,7 +2,8 @@
 
 1. A dense M-CifarNet: trained here (`--dense-epochs`, 3 by default), or an existing checkpoint (`--dense PATH`).
 2. Kernel-level pruning at `--percent` (0.3: the reference's `kernel_prune.py --percent 0.3`), which prints the
-   reference's report and the accuracy before and after, then one epoch of fine-tuning with
+   reference's report and the accuracy before and after, optionally re-estimates the batch norms' statistics on
+   `--recalibrate` training batches (beyond the reference), then one epoch of fine-tuning with
    trainers/finetune.yaml (SGD 0.001, momentum 0.9, weight decay 1e-4), then `eval` and `info`.
 
 It prints the dense, pruned and fine-tuned top-1, the MACs that remain, and whether the fine-tuned model is within
@@ -30,6 +31,8 @@ def main():
     parser.add_argument("--dense-epochs", type=int, default=3)
     parser.add_argument("--percent", type=float, default=0.3)
     parser.add_argument("--finetune-epochs", type=float, default=1)
+    parser.add_argument("--recalibrate", type=int, default=0,
+                        help="training batches to re-estimate the batch norms on after pruning (0: the reference)")
     options = parser.parse_args()
     workdir = options.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +43,7 @@ def main():
     else:
         dense = options.dense.resolve()
     output = my(workdir, *model, f"system.checkpoint.load={dense}", "eval", f"prune.percent={options.percent}",
-                "prune", "trainers/finetune.yaml", f"system.max_epochs={options.finetune_epochs}",
+                f"prune.recalibrate={options.recalibrate}", "prune", "trainers/finetune.yaml", f"system.max_epochs={options.finetune_epochs}",
                 "reset-num-epochs", "train", "eval", "info")
     dense_top1, finetuned_top1 = evaluations(output)[0][0], evaluations(output)[-1][0]
     pruned_top1 = float(re.search(r"accuracy after pruning: +top1: ([\d.]+)%", output).group(1))
@@ -50,6 +53,9 @@ def main():
     print(f"\nKernel pruning, Fashion-MNIST, M-CifarNet ({dense})")
     print(f"  dense                               top1 {dense_top1:.2f}%  {dense_macs:,} MACs")
     print(f"  pruned {options.percent:.0%} (ratio {ratio:.4f})          top1 {pruned_top1:.2f}%")
+    recalibrated = re.search(r"recalibrating the batch norms on (\d+) training images: top1: ([\d.]+)%", output)
+    if recalibrated:
+        print(f"  batch norms recalibrated ({recalibrated.group(1)} images) top1 {float(recalibrated.group(2)):.2f}%")
     print(f"  fine-tuned {options.finetune_epochs:g} epoch(s)             top1 {finetuned_top1:.2f}%  "
           f"{remaining:,} MACs ({dense_macs / remaining:.2f}× fewer)")
     print(f"  top-1 change after fine-tuning: {finetuned_top1 - dense_top1:+.2f} points "

@@ -204,3 +204,22 @@ def test_the_slimming_penalty_is_the_l1_norm_of_the_batch_norm_scales():
     model(np.zeros((1, 28, 28, 1), np.float32))
     expected = 1e-5 * sum(np.abs(gamma.numpy()).sum() for gamma in gammas)
     assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_recalibration_averages_the_batch_statistics_of_the_training_batches(run, capsys):
+    from mayo_lite.cli import Runner
+    assert run("small.yaml", "model.layers.norm={type: batch_normalization, momentum: 0.99}",
+               "model.graph=[{from: input, with: [norm, conv0], to: x}, {from: x, with: conv1, to: y}, "
+               "{from: x, with: shortcut, to: z}, {from: [y, z], with: [add, pool, logits], to: output}]",
+               "prune.percent=0.3", "prune.recalibrate=3", "system.info.plumbing=false", "prune") == 0
+    assert "accuracy after recalibrating the batch norms on 48 training images" in capsys.readouterr().out
+    stored, _, _ = read(CHECKPOINTS / "pruned.npz")
+    runner = Runner()
+    runner.cfg.load("small.yaml")
+    runner.cfg.override("system.checkpoint.load=null")
+    batches = [images.numpy() for images, _ in runner.session().pipeline("train").take(3)]
+    # The input batch norm sees the images themselves: its statistics are the average of the batches' own.
+    np.testing.assert_allclose(stored["model/norm/moving_mean"],
+                               np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(stored["model/norm/moving_variance"],
+                               np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-4)

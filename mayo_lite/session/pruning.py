@@ -8,9 +8,11 @@ import logging
 import math
 from pathlib import Path
 
+import keras
 import yaml
 
 from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.layers import GatedConv2D
 from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, PruneArgumentError, prunable_layers,
                              prune_model)
 from mayo_lite.prune.schedule import SCHEDULES, PruneSchedule
@@ -19,8 +21,10 @@ log = logging.getLogger("mayo_lite")
 
 # The section's defaults (the reference's `--percent 0.3`, kernel granularity, max saliency, one global threshold).
 # They live here and not in defaults.yaml: a `prune` section in the config is what gives the model masks.
+# `recalibrate` (beyond the reference, off by default): re-estimate the batch norms' moving statistics on that many
+# training batches after pruning, since the pruned convolutions' outputs no longer have the statistics they had.
 DEFAULTS = {"percent": 0.3, "granularity": "kernel", "saliency": "max", "scope": "global", "layers": None,
-            "name": "pruned", "schedule": None}
+            "name": "pruned", "schedule": None, "recalibrate": 0}
 
 
 def settings(cfg):
@@ -43,6 +47,10 @@ def settings(cfg):
         if values[key] not in table:
             raise ConfigError(f"{cfg.where(f'prune.{key}')}: expected one of {', '.join(table)}, "
                               f"got {values[key]!r}")
+    recalibrate = values["recalibrate"]
+    if isinstance(recalibrate, bool) or not isinstance(recalibrate, int) or recalibrate < 0:
+        raise ConfigError(f"{cfg.where('prune.recalibrate')}: expected a number of batches (0: none), got "
+                          f"{recalibrate!r}")
     if not isinstance(values["name"], str) or not values["name"] or "/" in values["name"]:
         raise ConfigError(f"{cfg.where('prune.name')}: expected a checkpoint name, got {values['name']!r}")
     return values
@@ -142,6 +150,12 @@ def prune(runner):
     if before is not None:
         print(f"accuracy before pruning: top1: {before['top1']:.2%}, top5: {before['top5']:.2%}")
         print(f"accuracy after pruning:  top1: {after['top1']:.2%}, top5: {after['top5']:.2%}", flush=True)
+    if values["recalibrate"]:
+        examples = recalibrate_batch_norms(session, values["recalibrate"])
+        recalibrated = _accuracy(session)
+        if recalibrated is not None:
+            print(f"accuracy after recalibrating the batch norms on {examples} training images: "
+                  f"top1: {recalibrated['top1']:.2%}, top5: {recalibrated['top5']:.2%}", flush=True)
     path = session.save(values["name"])
     session.measured_densities = None
     if cfg.get("system.info.plumbing", False):
@@ -157,6 +171,27 @@ def prune(runner):
         Path("prune.yaml").write_text(yaml.safe_dump(figures, sort_keys=False))
         log.info("wrote prune.yaml")
     return report
+
+
+def recalibrate_batch_norms(session, batches):
+    """Re-estimates every batch norm's moving mean and variance (gated layers' included) as the plain average of
+    their batch statistics over `batches` training batches; no weight changes. Returns the number of images."""
+    model = session.model
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+              or (isinstance(layer, GatedConv2D) and layer.norm == "batch")]
+    momenta = [layer.momentum for layer in layers]
+    examples = 0
+    try:
+        for number, (images, *_) in enumerate(session.pipeline("train").take(batches), start=1):
+            for layer in layers:  # a running average: after n batches each batch weighs 1/n
+                layer.momentum = 1.0 - 1.0 / number
+            model(images, training=True)  # eagerly, so the momenta are read at every call
+            examples += int(images.shape[0])
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    log.info("recalibrated %d batch norms on %d training images", len(layers), examples)
+    return examples
 
 
 def _accuracy(session):
