@@ -10,14 +10,13 @@ alike. The ratio is gated / dense; the FBS issue asks for at most 1.10.
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train_step import batches, session_for, time_custom_loop  # noqa: E402
+from train_step import batches, compare_steps, session_for  # noqa: E402
 
 
 def main():
@@ -31,11 +30,8 @@ def main():
     dense = session_for(f"models/{args.model}.yaml", args.batch)
     gated = session_for(f"models/gate/{args.model}.yaml", args.batch, [f"_gate.density={args.density}"])
     images, labels = batches(dense, args.steps, args.batch)
-    times = {"dense": [], "gated": []}
-    for _ in range(args.repeats):
-        times["dense"].append(time_custom_loop(dense, images, labels, args.batch))
-        times["gated"].append(time_custom_loop(gated, images, labels, args.batch))
-    dense_time, gated_time = statistics.median(times["dense"]), statistics.median(times["gated"])
+    times = compare_steps({"dense": dense, "gated": gated}, images, labels, args.batch, args.repeats)
+    dense_time, gated_time = times["dense"], times["gated"]
     print(f"model {args.model}, gated at density {args.density}, batch {args.batch}, {args.steps} steps, "
           f"median of {args.repeats}")
     print(f"dense training step:  {dense_time * 1000:8.1f} ms")

@@ -10,14 +10,13 @@ in-memory batches, alternately. The ratio is masked / plain; the static-pruning 
 
 import argparse
 import os
-import statistics
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train_step import batches, session_for, time_custom_loop  # noqa: E402
+from train_step import batches, compare_steps, session_for  # noqa: E402
 
 from mayo_lite.prune import prune_model  # noqa: E402
 
@@ -33,11 +32,8 @@ def main():
     masked = session_for(args.model, args.batch, ["prune.percent=0.3"])
     prune_model(masked.model, percent=0.3)
     images, labels = batches(plain, args.steps, args.batch)
-    times = {"plain": [], "masked": []}
-    for _ in range(args.repeats):
-        times["plain"].append(time_custom_loop(plain, images, labels, args.batch))
-        times["masked"].append(time_custom_loop(masked, images, labels, args.batch))
-    plain_time, masked_time = statistics.median(times["plain"]), statistics.median(times["masked"])
+    times = compare_steps({"plain": plain, "masked": masked}, images, labels, args.batch, args.repeats)
+    plain_time, masked_time = times["plain"], times["masked"]
     print(f"model {args.model}, 30% kernel-pruned masks, batch {args.batch}, {args.steps} steps, "
           f"median of {args.repeats}")
     print(f"plain training step:   {plain_time * 1000:8.1f} ms")

@@ -55,6 +55,16 @@ def time_custom_loop(session, images, labels, batch):
     return (time.perf_counter() - start) / len(distributed)
 
 
+def compare_steps(sessions, images, labels, batch, repeats):
+    """Median seconds per training step of each named session on the same batches, timed alternately so that
+    drifting machine load hits them alike."""
+    times = {name: [] for name in sessions}
+    for _ in range(repeats):
+        for name, session in sessions.items():
+            times[name].append(time_custom_loop(session, images, labels, batch))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def time_keras_fit(session, images, labels, batch):
     model = keras.models.clone_model(session.model)
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),

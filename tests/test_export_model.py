@@ -9,20 +9,14 @@ import tensorflow as tf
 
 from mayo_lite.cli import Runner, main
 from mayo_lite.layers import GatedConv2D, MaskedConv2D
-from tests.test_prune_action import MODEL
+from tests.test_prune_action import GATED_MODEL, MODEL
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "small.yaml").write_text(MODEL)
-    (tmp_path / "gate.yaml").write_text("""
-_import: small.yaml
-model:
-  name: small_gate
-  layers:
-    conv0: {type: gated_convolution, gate_params: {density: 0.5}, normalizer_params: {scale: true}}
-""")
+    (tmp_path / "gate.yaml").write_text(GATED_MODEL)
     return tmp_path
 
 

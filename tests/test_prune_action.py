@@ -34,6 +34,14 @@ model:
   optimizer: {type: sgd, momentum: 0.9, weight_decay: 0.0001}
 system: {batch_size_per_gpu: 16, max_epochs: 1, seed: 3}
 """
+# The same model with its first convolution gated (FBS), for pruning and FBS together.
+GATED_MODEL = """
+_import: small.yaml
+model:
+  name: small_gate
+  layers:
+    conv0: {type: gated_convolution, gate_params: {density: 0.5}, normalizer_params: {scale: true}}
+"""
 CONVOLUTIONS = {"conv0": (3, 3, 3, 8), "conv1": (3, 3, 8, 6), "shortcut": (1, 1, 8, 6)}
 CHECKPOINTS = Path("checkpoints/small/synthetic")
 
@@ -163,13 +171,7 @@ def test_info_counts_only_the_remaining_weights(run, capsys):
 
 
 def test_gated_convolutions_take_masks_so_pruning_and_fbs_compose(run, capsys, tmp_path):
-    (tmp_path / "gate.yaml").write_text("""
-_import: small.yaml
-model:
-  name: small_gate
-  layers:
-    conv0: {type: gated_convolution, gate_params: {density: 0.5}, normalizer_params: {scale: true}}
-""")
+    (tmp_path / "gate.yaml").write_text(GATED_MODEL)
     assert run("gate.yaml", "prune.percent=0.3", "system.info.plumbing=true", "prune", "info") == 0
     stored, _, _ = read(Path("checkpoints/small_gate/synthetic/pruned.npz"))
     mask = stored["model/conv0/mask"]
