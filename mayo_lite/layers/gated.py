@@ -303,7 +303,9 @@ class GatedConv2D(keras.layers.Conv2D):
         self.last_density = self.add_weight(
             name="last_density", shape=(), initializer="ones", trainable=False, aggregation="mean")
 
-    def _predictor_names(self, prefix):
+    def predictor_names(self, prefix):
+        """The names of the predictor's layers, input side first: `{prefix}_hidden` (with a factor), `{prefix}`;
+        each has the weights `{name}_kernel` and `{name}_bias`."""
         return [f"{prefix}_hidden", prefix] if self.factor else [prefix]
 
     def _add_predictor(self, prefix, channels_in, bias):
@@ -311,7 +313,7 @@ class GatedConv2D(keras.layers.Conv2D):
         one value per output channel."""
         sizes = [channels_in, math.ceil(self.filters / self.factor), self.filters] if self.factor else [
             channels_in, self.filters]
-        for name, fan_in, fan_out in zip(self._predictor_names(prefix), sizes, sizes[1:]):
+        for name, fan_in, fan_out in zip(self.predictor_names(prefix), sizes, sizes[1:]):
             kernel = self.add_weight(
                 name=f"{name}_kernel", shape=(fan_in, fan_out), trainable=self.trainable_gate,
                 initializer=keras.initializers.TruncatedNormal(stddev=PREDICTOR_STDDEV))
@@ -322,7 +324,7 @@ class GatedConv2D(keras.layers.Conv2D):
             setattr(self, f"{name}_bias", bias_variable)
 
     def _predict(self, prefix, pooled, activation):
-        *hidden, last = self._predictor_names(prefix)
+        *hidden, last = self.predictor_names(prefix)
         for name in hidden:
             pooled = ops.relu(ops.matmul(pooled, getattr(self, f"{name}_kernel")) + getattr(self, f"{name}_bias"))
         return activation(ops.matmul(pooled, getattr(self, f"{last}_kernel")) + getattr(self, f"{last}_bias"))

@@ -2,10 +2,13 @@
 measures what that is worth in latency.
 
 Mayo only counted the MACs that FBS saves. For one image at a time, `SparseGatedModel` gathers each gated layer's
-active input and output channels and runs the smaller convolution, turning the MAC reduction into time.
+active input and output channels and runs the smaller convolution, the whole model compiled by XLA, turning the
+MAC reduction into time. `InferenceProgram` is the same machinery for any model: on a dense one it is the folded,
+compiled dense path that the sparse one is compared with.
 """
 
-from mayo_lite.sparse.executor import SparseGatedModel, UnsupportedModel
-from mayo_lite.sparse.latency import keras_runner, latency
+from mayo_lite.sparse.latency import compare_latency, keras_runner
+from mayo_lite.sparse.program import InferenceProgram, SparseGatedModel
+from mayo_lite.sparse.steps import UnsupportedModel
 
-__all__ = ["SparseGatedModel", "UnsupportedModel", "keras_runner", "latency"]
+__all__ = ["InferenceProgram", "SparseGatedModel", "UnsupportedModel", "compare_latency", "keras_runner"]

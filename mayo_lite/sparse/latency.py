@@ -1,4 +1,10 @@
-"""Latency of one image through a model, measured the same way for every variant so that ratios are fair."""
+"""Latency of one image through several ways of running a model, measured side by side so that ratios are fair.
+
+Every variant runs on the same images, in passes that alternate between the variants (the order rotating), so a
+slower moment of a shared machine falls on all of them alike; within a pass one variant runs image after image, as
+a deployed model would, with its weights warm in the caches. The figure reported is the median of the single-image
+times, which a few interrupted calls do not move.
+"""
 
 import statistics
 import time
@@ -7,19 +13,28 @@ import tensorflow as tf
 
 
 def keras_runner(model):
-    """A compiled batch-of-one inference function of a Keras model."""
-    return tf.function(lambda image: model(image, training=False), reduce_retracing=True)
+    """A traced batch-of-one inference function of a Keras model, called through its concrete function (as the
+    compiled programs are, so that no variant pays tf.function's argument matching and the others do not)."""
+    function = tf.function(lambda image: model(image, training=False))
+    shape = (1, *model.inputs[0].shape[1:])
+    return function.get_concrete_function(tf.TensorSpec(shape, tf.float32))
 
 
-def latency(run, images, repeats=3):
-    """Median over `repeats` passes of the mean seconds per image of `run` over `images` (each (1, H, W, C)), after
-    one warm-up pass (tracing)."""
-    for image in images[:2]:
-        run(image).numpy()
-    passes = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for image in images:
-            run(image).numpy()
-        passes.append((time.perf_counter() - start) / len(images))
-    return statistics.median(passes)
+def compare_latency(runners, images, repeats=5, warmup=3):
+    """Median seconds per image of each runner of `runners` (name -> function of one (1, H, W, C) image returning
+    a tensor), over `repeats` passes through `images`, after `warmup` calls each (tracing, compilation, caches).
+    """
+    names = list(runners)
+    for name in names:
+        for image in images[:warmup]:
+            runners[name](image).numpy()
+    samples = {name: [] for name in names}
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[:repeat % len(names)]
+        for name in order:
+            run = runners[name]
+            for image in images:
+                start = time.perf_counter()
+                run(image).numpy()
+                samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(samples[name]) for name in names}
