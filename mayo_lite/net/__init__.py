@@ -1,6 +1,8 @@
 """The network room: YAML `model` sections to functional Keras models, and what they cost."""
 
-from mayo_lite.net.builder import GROUP_ATTRIBUTE, LAYER_TYPES, build_model, dense_sources, without_gates
+from mayo_lite.net.builder import GROUP_ATTRIBUTE, LAYER_TYPES, build_model, dense_sources
 from mayo_lite.net.estimate import layer_table, totals
+from mayo_lite.net.variants import static_width, without_gates
 
-__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "build_model", "dense_sources", "layer_table", "totals", "without_gates"]
+__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "build_model", "dense_sources", "layer_table", "static_width", "totals",
+           "without_gates"]

@@ -568,18 +568,6 @@ def dense_sources(model):
     return sources
 
 
-def without_gates(model):
-    """The resolved `model` section with every `gated_convolution` turned back into the plain `convolution` it
-    gates (same kernel, batch norm and activation), for comparing a gated model with its dense counterpart."""
-    if isinstance(model, list):
-        return [without_gates(item) for item in model]
-    if not isinstance(model, dict):
-        return model
-    if model.get("type") == "gated_convolution":
-        return {key: value for key, value in model.items() if key != "gate_params"} | {"type": "convolution"}
-    return {key: without_gates(value) for key, value in model.items()}
-
-
 def build_model(model, input_shape, origin=None, masked=False):
     """Builds the functional Keras model described by the resolved `model` section.
 

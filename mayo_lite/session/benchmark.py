@@ -1,20 +1,28 @@
-"""The `bench` action: inference latency, one image at a time, of the session's model and its dense counterpart,
-measured in one process so the ratios are fair.
+"""The `bench` action: batch-1 inference latency of the session's model and of the other ways to run it, measured
+side by side in one process (`mayo_lite.sparse.benchmark` says what each row is).
 
-For a gated model it times the dense model (every gated convolution a plain one), the gated model as Keras runs it
-(every channel computed, then masked) and the gated model run sparsely (only active channels computed,
-`mayo_lite.sparse`), whose outputs are checked against the Keras ones. A pruned model is timed as it runs here:
-Keras convolutions are dense, so masks alone save no time.
+For a gated model: its dense counterpart in Keras, folded and compiled, and under TensorFlow Lite; the gated model
+in Keras and run sparsely (whose outputs are checked against Keras'); and the static network of the gates' width.
+For a pruned model: the masked model in Keras against its masks folded into a plain model, compiled and under
+TensorFlow Lite (masks alone save no time: Keras convolutions are dense). For a plain model: Keras, compiled, and
+TensorFlow Lite, with no sparse row, since nothing is gated. A loaded checkpoint is used when there is one; random
+weights cost the same time.
 """
 
+import gc
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
+import yaml
 
 from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.layers import gated_layers
-from mayo_lite.net import build_model, without_gates
-from mayo_lite.sparse import SparseGatedModel, UnsupportedModel, keras_runner, latency
+from mayo_lite.net import build_model, static_width, without_gates
+from mayo_lite.session.deploy import copy_folded
+from mayo_lite.sparse import SparseGatedModel, UnsupportedModel
+from mayo_lite.sparse.benchmark import measure, speedups, table
 
 log = logging.getLogger("mayo_lite")
 
@@ -26,15 +34,25 @@ def _count(cfg, key):
     return value
 
 
+def _flag(cfg, key):
+    value = cfg.get(key)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{cfg.where(key)}: expected true or false, got {value!r}")
+    return value
+
+
 def _images(session, count):
     """`count` validation images, one per batch, or random ones when the data is not there (said so)."""
     try:
         batches = session.pipeline("validate").unbatch().take(count)
-        images = [image[None].numpy() for image, *_ in batches]
+        images = [image[None].numpy().astype(np.float32) for image, *_ in batches]
         source = f"{len(images)} validation images"
     except DataError as error:
         log.info("bench: no validation data (%s); timing random images", str(error).split(";")[0])
         images = []
+    # An input pipeline's iterator left for the garbage collector keeps tf.data's autotuning thread waking up,
+    # which slows the compiled programs by 15-20% at batch 1 on two cores: collect it before timing.
+    gc.collect()
     if not images:
         rng = np.random.default_rng(0)
         images = [rng.random((1, *session.input_shape()), dtype=np.float32) for _ in range(count)]
@@ -42,32 +60,49 @@ def _images(session, count):
     return images, source
 
 
-def bench(runner):
-    cfg, session = runner.cfg, runner.session()
-    images, source = _images(session, _count(cfg, "system.bench.images"))
-    repeats = _count(cfg, "system.bench.repeats")
-    dense = build_model(without_gates(cfg.get("model")), session.input_shape(), origin=cfg.origin)
-    rows = [("dense model (Keras)", latency(keras_runner(dense), images, repeats))]
-    gated = list(gated_layers(session.model))
-    if gated:
-        keras_gated = keras_runner(session.model)
-        rows.append(("gated, every channel computed (Keras)", latency(keras_gated, images, repeats)))
+def _variants(cfg, session):
+    """The keyword arguments of `measure` for the session's model, and what the table is about."""
+    model, shape = cfg.get("model"), session.input_shape()
+    if list(gated_layers(session.model)):
         try:
             sparse = SparseGatedModel(session.model)
         except UnsupportedModel as error:
-            log.info("bench: no sparse execution for this model: %s", error)
-        else:
-            difference = max(float(np.max(np.abs(sparse(image).numpy() - keras_gated(image).numpy())))
-                             for image in images)
-            rows.append(("gated, active channels only (sparse)", latency(sparse, images, repeats)))
-            log.info("sparse and Keras outputs differ by at most %.2g", difference)
-    elif session.masked:
-        rows.append(("pruned, masked kernels (Keras)", latency(keras_runner(session.model), images, repeats)))
+            raise ConfigError(f"bench: model {session.model.name} cannot run sparsely: {error}") from None
+        dense = build_model(without_gates(model), shape, origin=cfg.origin)
+        static = build_model(static_width(model), shape, origin=cfg.origin)
+        return {"dense": dense, "gated": session.model, "sparse": sparse, "static": static}, "gated"
+    if session.masked:
+        plain = build_model(model, shape, origin=cfg.origin, masked=False)
+        copy_folded(session.model, plain)
+        return {"dense": plain, "masked": session.model}, "pruned"
+    return {"dense": session.model}, "plain"
+
+
+def bench(runner):
+    cfg, session = runner.cfg, runner.session()
+    count, repeats = _count(cfg, "system.bench.images"), _count(cfg, "system.bench.repeats")
+    tflite = _flag(cfg, "system.bench.tflite")
+    variants, kind = _variants(cfg, session)
+    images, source = _images(session, count)
+    milliseconds, differences = measure(images=images, repeats=repeats, tflite=tflite, **variants)
+    ratios = speedups(milliseconds)
+    print(f"latency of one image of {session.model.name}, {source}, median of {repeats} passes, "
+          f"{os.cpu_count()} CPU threads:")
+    print("\n".join(table(milliseconds)))
+    for name, difference in differences.items():
+        print(f"  {name}: outputs differ by at most {difference:.2g}")
+    if ratios:
+        print(f"sparse execution: {ratios['speedup']:.2f}× faster than dense Keras, "
+              f"{ratios['speedup_vs_folded']:.2f}× faster than the folded dense path")
     else:
-        rows.append(("this model (Keras)", rows[0][1]))
-    base = rows[0][1]
-    width = max(len(name) for name, _ in rows)
-    print(f"latency of one image, {source}, median of {repeats} passes:")
-    for name, seconds in rows:
-        print(f"  {name.ljust(width)}  {seconds * 1000:8.3f} ms  {base / seconds:5.2f}× the dense speed")
-    return rows
+        print(f"no sparse row: {session.model.name} has no gated (FBS) convolutions, so no channel is skipped; "
+              f"a gated variant (configs/models/gate/) runs sparsely")
+    if cfg.get("system.info.plumbing", False):
+        keys = ("dense_ms", "dense_folded_ms", "tflite_ms", "masked_ms", "gated_ms", "sparse_ms", "static_ms")
+        record = {key: milliseconds.get(key) for key in keys} | {
+            "speedup": ratios.get("speedup"), "speedup_vs_folded": ratios.get("speedup_vs_folded"),
+            "model": session.model.name, "kind": kind, "images": source, "repeats": repeats,
+            "threads": os.cpu_count(), "output_differences": differences}
+        Path("bench.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        log.info("wrote bench.yaml")
+    return milliseconds

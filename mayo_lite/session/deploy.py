@@ -17,7 +17,7 @@ from mayo_lite.net import build_model
 log = logging.getLogger("mayo_lite")
 
 
-def _copy_folded(source, target):
+def copy_folded(source, target):
     """Copies `source`'s weights into `target` layer by layer (same config, so the same layer names), multiplying
     each masked kernel by its mask; the masks themselves are not copied."""
     layers = {layer.name: layer for layer in source.layers}
@@ -38,7 +38,7 @@ def export_model(runner):
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{cfg.where('system.export.path')}: {directory} exists and is not a directory")
     plain = build_model(cfg.get("model"), session.input_shape(), origin=cfg.origin, masked=False)
-    _copy_folded(session.model, plain)
+    copy_folded(session.model, plain)
     directory.mkdir(parents=True, exist_ok=True)
     keras_file = directory / f"{plain.name}.keras"
     plain.save(keras_file)

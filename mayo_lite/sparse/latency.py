@@ -9,6 +9,7 @@ times, which a few interrupted calls do not move.
 import statistics
 import time
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -22,12 +23,12 @@ def keras_runner(model):
 
 def compare_latency(runners, images, repeats=5, warmup=3):
     """Median seconds per image of each runner of `runners` (name -> function of one (1, H, W, C) image returning
-    a tensor), over `repeats` passes through `images`, after `warmup` calls each (tracing, compilation, caches).
+    a tensor or an array), over `repeats` passes through `images`, after `warmup` calls each (tracing, compilation, caches).
     """
     names = list(runners)
     for name in names:
         for image in images[:warmup]:
-            runners[name](image).numpy()
+            np.asarray(runners[name](image))
     samples = {name: [] for name in names}
     for repeat in range(repeats):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
@@ -35,6 +36,6 @@ def compare_latency(runners, images, repeats=5, warmup=3):
             run = runners[name]
             for image in images:
                 start = time.perf_counter()
-                run(image).numpy()
+                np.asarray(run(image))
                 samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(samples[name]) for name in names}

@@ -1,0 +1,33 @@
+"""Variants of a resolved `model` section that compare a gated model with what it replaces: its dense counterpart,
+and the static network of the width its gates keep."""
+
+import math
+
+
+def _map_gated(model, convert):
+    if isinstance(model, list):
+        return [_map_gated(item, convert) for item in model]
+    if not isinstance(model, dict):
+        return model
+    if model.get("type") == "gated_convolution":
+        plain = {key: value for key, value in model.items() if key != "gate_params"} | {"type": "convolution"}
+        return convert(plain, model.get("gate_params") or {})
+    return {key: _map_gated(value, convert) for key, value in model.items()}
+
+
+def without_gates(model):
+    """The resolved `model` section with every `gated_convolution` turned back into the plain `convolution` it
+    gates (same kernel, batch norm and activation), for comparing a gated model with its dense counterpart."""
+    return _map_gated(model, lambda plain, gate: plain)
+
+
+def static_width(model):
+    """The dense counterpart with each gated convolution narrowed to the channels its gate keeps,
+    `ceil(num_outputs · density)` (all of them when the gate is disabled): the static network that does the same
+    number of MACs as the gated one at its nominal density."""
+    def narrow(plain, gate):
+        density = gate.get("density", 1.0) if gate.get("enable", True) else 1.0
+        if isinstance(plain.get("num_outputs"), int) and isinstance(density, (int, float)):
+            plain["num_outputs"] = math.ceil(round(plain["num_outputs"] * density, 9))
+        return plain
+    return _map_gated(model, narrow)

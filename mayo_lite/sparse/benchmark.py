@@ -1,0 +1,118 @@
+"""Batch-1 latency of the ways this project can run a model, side by side in one process: what the `bench` action
+and `benchmarks/sparse_latency.py` print.
+
+The variants, each optional but the first:
+    dense_ms         the dense Keras model (every gated convolution a plain one), `model(image, training=False)`
+    dense_folded_ms  the same dense model as an `InferenceProgram`: batch norms folded, compiled by XLA
+    tflite_ms        the dense model under TensorFlow Lite (LiteRT) with its XNNPACK delegate
+    gated_ms         the gated model in Keras (every channel computed, then masked)
+    sparse_ms        the gated model as a `SparseGatedModel` (only the active channels computed)
+    static_ms        a dense network whose gated layers have only as many channels as the gate keeps, folded and
+                     compiled: what a static pruning of the same width would cost, the ceiling of the sparse path
+"""
+
+import logging
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from mayo_lite.sparse.latency import compare_latency, keras_runner
+from mayo_lite.sparse.program import InferenceProgram, SparseGatedModel
+
+log = logging.getLogger("mayo_lite")
+
+LABELS = {
+    "dense_ms": "dense model (Keras)",
+    "dense_folded_ms": "dense, batch norm folded, XLA",
+    "tflite_ms": "dense, TensorFlow Lite (XNNPACK)",
+    "masked_ms": "pruned, masked kernels (Keras)",
+    "gated_ms": "gated, every channel computed (Keras)",
+    "sparse_ms": "gated, active channels only (sparse)",
+    "static_ms": "static network of the gates' width",
+}
+
+
+def _interpreter(content):
+    """A TensorFlow Lite interpreter: LiteRT's (`ai_edge_litert`, the maintained one) or TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow still ships its deprecated copy
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_content=content, num_threads=os.cpu_count())
+
+
+def tflite_runner(model):
+    """A batch-1 runner of `model` converted to TensorFlow Lite (float32; XNNPACK is the default delegate).
+
+    Converted from a SavedModel written by Keras' `model.export`: converting the traced function directly gives
+    NaN outputs with TensorFlow 2.21 and Keras 3.
+    """
+    with tempfile.TemporaryDirectory() as directory:
+        model.export(directory, format="tf_saved_model", verbose=False)
+        content = tf.lite.TFLiteConverter.from_saved_model(directory).convert()
+    interpreter = _interpreter(content)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+
+    def run(image):
+        interpreter.set_tensor(source, np.asarray(image, np.float32))
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+    return run
+
+
+def _largest_difference(first, second, images):
+    return max(float(np.max(np.abs(np.asarray(first(image)) - np.asarray(second(image))))) for image in images)
+
+
+def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tflite=True, sparse=None):
+    """Times the variants above on `images` (each (1, H, W, C) float32), interleaved; returns
+    `(milliseconds, differences)`: `{key: median ms per image}` and `{description: largest output difference}`
+    for each compiled or converted variant against the Keras model it stands for.
+
+    Args:
+        dense: the dense Keras model.
+        gated: the gated model, if there is one (adds gated_ms and sparse_ms).
+        sparse: its `SparseGatedModel`, if already made.
+        masked: a pruned model with masked kernels, if that is what is measured (adds masked_ms).
+        static: the static network of the gates' width (adds static_ms).
+        tflite: also time the dense model under TensorFlow Lite; skipped with a notice if conversion fails.
+    """
+    runners = {"dense_ms": keras_runner(dense), "dense_folded_ms": InferenceProgram(dense)}
+    checks = {"folded dense vs Keras dense": ("dense_folded_ms", "dense_ms")}
+    if tflite:
+        try:
+            runners["tflite_ms"] = tflite_runner(dense)
+            checks["TensorFlow Lite vs Keras dense"] = ("tflite_ms", "dense_ms")
+        except Exception as error:  # the converter fails in many ways; the other rows still stand
+            log.warning("bench: no TensorFlow Lite row (%s: %s)", type(error).__name__, str(error).splitlines()[0])
+    if masked is not None:
+        runners["masked_ms"] = keras_runner(masked)
+    if gated is not None:
+        runners["gated_ms"] = keras_runner(gated)
+        runners["sparse_ms"] = sparse or SparseGatedModel(gated)
+        checks["sparse vs Keras gated"] = ("sparse_ms", "gated_ms")
+    if static is not None:
+        runners["static_ms"] = InferenceProgram(static)
+    differences = {name: _largest_difference(runners[a], runners[b], images[:5]) for name, (a, b) in checks.items()}
+    seconds = compare_latency(runners, images, repeats)
+    return {key: value * 1000 for key, value in seconds.items()}, differences
+
+
+def speedups(milliseconds):
+    """`speedup` (dense Keras / sparse) and `speedup_vs_folded` (folded dense / sparse), when there is a sparse row."""
+    if "sparse_ms" not in milliseconds:
+        return {}
+    return {"speedup": milliseconds["dense_ms"] / milliseconds["sparse_ms"],
+            "speedup_vs_folded": milliseconds["dense_folded_ms"] / milliseconds["sparse_ms"]}
+
+
+def table(milliseconds):
+    """Lines of `label  ms  ratio to dense Keras`, in the order of LABELS."""
+    width = max(len(LABELS[key]) for key in milliseconds)
+    base = milliseconds["dense_ms"]
+    return [f"  {LABELS[key].ljust(width)}  {milliseconds[key]:9.3f} ms  {base / milliseconds[key]:5.2f}× dense Keras"
+            for key in LABELS if key in milliseconds]
