@@ -1,5 +1,8 @@
 """`export-model`: a deployable model with the pruning masks folded into plain kernels, as `.keras` and SavedModel."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -42,6 +45,36 @@ def test_the_exported_model_computes_what_the_pruned_one_does_without_masks(work
 
     served = tf.saved_model.load(str(workdir / "exported" / f"{name}_savedmodel"))
     np.testing.assert_allclose(served.serve(tf.constant(images)), expected, atol=1e-5)
+
+
+SERVE_WITHOUT_THE_PACKAGE = """
+import sys
+import numpy as np
+import tensorflow as tf
+try:
+    import mayo_lite
+    sys.exit("mayo_lite is importable here")
+except ImportError:
+    pass
+served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+images = np.load(sys.argv[2])
+np.save(sys.argv[3], np.concatenate([served(image=tf.constant(image[None]))["output_0"].numpy() for image in images]))
+"""
+
+
+def test_a_gated_model_is_also_exported_as_its_sparse_path_that_runs_without_the_package(workdir, tmp_path):
+    assert main(["gate.yaml", "train", "export-model"]) == 0
+    images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    expected = session_outputs("gate.yaml", images, "latest")
+    np.save(tmp_path / "images.npy", images)
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE_WITHOUT_THE_PACKAGE)
+    # A fresh interpreter started outside the repository, with nothing of mayo_lite on its path.
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-P", str(script), str(workdir / "exported" / "small_gate_sparse_savedmodel"),
+                    str(tmp_path / "images.npy"), str(tmp_path / "outputs.npy")],
+                   cwd="/", env=environment, check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, atol=1e-5)
 
 
 def test_an_export_path_that_is_a_file_is_a_config_error(workdir, capsys):

@@ -156,3 +156,47 @@ def test_it_takes_one_image_at_a_time():
         sparse(np.zeros((2, 28, 28, 1), np.float32))
     with pytest.raises(ValueError, match=r"takes images of shape \(28, 28, 1\)"):
         sparse(np.zeros((1, 32, 32, 1), np.float32))
+
+
+def test_bench_times_every_way_to_run_a_gated_model_side_by_side(tmp_path, monkeypatch, capsys):
+    import yaml
+    from mayo_lite.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["models/gate/cifarnet_slim.yaml", "datasets/synthetic.yaml", "_gate.density=0.5",
+                 "system.checkpoint.load=null", "system.bench.images=3", "system.bench.repeats=1",
+                 "system.info.plumbing=true", "bench"]) == 0
+    out = capsys.readouterr().out
+    assert "latency of one image of cifarnet_slim_gate, 3 validation images, median of 1 passes" in out
+    for label in ("dense model (Keras)", "dense, batch norm folded, XLA", "dense, TensorFlow Lite (XNNPACK)",
+                  "gated, every channel computed (Keras)", "gated, active channels only (sparse)",
+                  "static network of the gates' width"):
+        assert label in out
+    record = yaml.safe_load((tmp_path / "bench.yaml").read_text())
+    for key in ("dense_ms", "dense_folded_ms", "gated_ms", "sparse_ms", "tflite_ms", "static_ms", "speedup",
+                "speedup_vs_folded"):
+        assert record[key] > 0, key
+    assert record["speedup"] == pytest.approx(record["dense_ms"] / record["sparse_ms"])
+    assert record["speedup_vs_folded"] == pytest.approx(record["dense_folded_ms"] / record["sparse_ms"])
+    assert max(record["output_differences"].values()) < 1e-4
+
+
+def test_bench_on_a_model_without_gates_says_why_there_is_no_sparse_row(tmp_path, monkeypatch, capsys):
+    from mayo_lite.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["models/lenet5.yaml", "datasets/synthetic.yaml", "system.checkpoint.load=null",
+                 "system.bench.images=2", "system.bench.repeats=1", "system.bench.tflite=false", "bench"]) == 0
+    out = capsys.readouterr().out
+    assert "sparse" not in out.split("no sparse row")[0]
+    assert "no sparse row: lenet5 has no gated (FBS) convolutions" in out
+
+
+def test_bench_refuses_a_gate_the_sparse_path_cannot_run_in_one_line(tmp_path, monkeypatch, capsys):
+    from mayo_lite.cli import main
+    monkeypatch.chdir(tmp_path)
+    assert main(["models/gate/cifarnet_slim.yaml", "datasets/synthetic.yaml", "_gate.norm=channel",
+                 "system.checkpoint.load=null", "bench"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "my: error: bench: model cifarnet_slim_gate cannot run sparsely: layer conv0: sparse execution needs "
+        "norm='batch' (moving statistics); norm='channel' normalises each image by its own moments"]

@@ -4,6 +4,16 @@ and the static network of the width its gates keep."""
 import math
 
 
+def _joins(model):
+    if isinstance(model, list):
+        return any(_joins(item) for item in model)
+    if not isinstance(model, dict):
+        return False
+    if model.get("type") in ("add", "concat", "concatenate", "mul", "multiply"):
+        return True
+    return any(_joins(value) for value in model.values())
+
+
 def _map_gated(model, convert):
     if isinstance(model, list):
         return [_map_gated(item, convert) for item in model]
@@ -24,7 +34,10 @@ def without_gates(model):
 def static_width(model):
     """The dense counterpart with each gated convolution narrowed to the channels its gate keeps,
     `ceil(num_outputs · density)` (all of them when the gate is disabled): the static network that does the same
-    number of MACs as the gated one at its nominal density."""
+    number of MACs as the gated one at its nominal density. None when a `graph` joins branches (an addition needs
+    all its inputs at full width, so the narrowing would not build)."""
+    if _joins(model):
+        return None
     def narrow(plain, gate):
         density = gate.get("density", 1.0) if gate.get("enable", True) else 1.0
         if isinstance(plain.get("num_outputs"), int) and isinstance(density, (int, float)):

@@ -69,7 +69,8 @@ def _variants(cfg, session):
         except UnsupportedModel as error:
             raise ConfigError(f"bench: model {session.model.name} cannot run sparsely: {error}") from None
         dense = build_model(without_gates(model), shape, origin=cfg.origin)
-        static = build_model(static_width(model), shape, origin=cfg.origin)
+        narrow = static_width(model)
+        static = build_model(narrow, shape, origin=cfg.origin) if narrow is not None else None
         return {"dense": dense, "gated": session.model, "sparse": sparse, "static": static}, "gated"
     if session.masked:
         plain = build_model(model, shape, origin=cfg.origin, masked=False)

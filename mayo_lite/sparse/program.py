@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.sparse.features import Feature, materialize
-from mayo_lite.sparse.steps import UnsupportedModel, batch_norm_affine, foldable, step_for
+from mayo_lite.sparse.steps import DepthwiseStep, UnsupportedModel, batch_norm_affine, foldable, step_for
 
 
 def _single_input(model):
@@ -88,6 +88,9 @@ class InferenceProgram(tf.Module):
         self.gated = [layer for layer in layers if isinstance(layer, GatedConv2D)]
         static = all(step.static for step in self.steps if hasattr(step, "static"))
         self.jit_compile = static if jit_compile is None else bool(jit_compile)
+        for step in self.steps:
+            if isinstance(step, DepthwiseStep):
+                step.by_shifts = self.jit_compile
         signature = tf.TensorSpec((1, *self.input_shape), tf.float32, name="image")
         self.run = tf.function(self._run, input_signature=[signature], jit_compile=self.jit_compile,
                                autograph=False)

@@ -109,8 +109,35 @@ class ConvolutionStep(Step):
         return Feature.full(self.layer.activation(outputs))
 
 
+def depthwise_by_shifts(inputs, kernel, strides, padding):
+    """A depthwise convolution (multiplier 1, no dilation) written as a sum of shifted slices of `inputs` scaled
+    per channel by `kernel` (kh, kw, channels), with TensorFlow's `same` padding.
+
+    XLA compiles this to one pass over the map; its own depthwise convolution on CPU is 10-25 times slower than
+    TensorFlow's at batch 1 (measured on MobileNet's layers), and this is as fast as TensorFlow's.
+    """
+    kernel_height, kernel_width = kernel.shape[0], kernel.shape[1]
+    height, width = inputs.shape[1], inputs.shape[2]
+    stride_y, stride_x = strides
+    if padding == "same":
+        out_height, out_width = -(-height // stride_y), -(-width // stride_x)
+        pad_y = max((out_height - 1) * stride_y + kernel_height - height, 0)
+        pad_x = max((out_width - 1) * stride_x + kernel_width - width, 0)
+        inputs = tf.pad(inputs, [[0, 0], [pad_y // 2, pad_y - pad_y // 2], [pad_x // 2, pad_x - pad_x // 2], [0, 0]])
+    else:
+        out_height = (height - kernel_height) // stride_y + 1
+        out_width = (width - kernel_width) // stride_x + 1
+    terms = [inputs[:, dy:dy + (out_height - 1) * stride_y + 1:stride_y,
+                    dx:dx + (out_width - 1) * stride_x + 1:stride_x, :] * kernel[dy, dx]
+             for dy in range(kernel_height) for dx in range(kernel_width)]
+    return tf.add_n(terms)
+
+
 class DepthwiseStep(Step):
-    """`DepthwiseConv2D`, with a following batch norm folded in; keeps the channels it is given."""
+    """`DepthwiseConv2D`, with a following batch norm folded in; keeps the channels it is given. Under XLA it
+    runs as a sum of shifted slices (`depthwise_by_shifts`)."""
+
+    by_shifts = True
 
     def __init__(self, layer, affine=None):
         super().__init__(layer)
@@ -132,9 +159,12 @@ class DepthwiseStep(Step):
         if feature.compact and (layer.depth_multiplier != 1 or (
                 feature.fill is not None and not _spans_whole_kernel(layer))):
             feature = Feature.full(materialize(feature))
-        outputs = tf.nn.depthwise_conv2d(
-            feature.values, take(self.kernel, feature.channels, axis=2), strides=(1, *layer.strides, 1),
-            padding=layer.padding.upper(), dilations=layer.dilation_rate)
+        kernel = take(self.kernel, feature.channels, axis=2)
+        if self.by_shifts and layer.depth_multiplier == 1 and tuple(layer.dilation_rate) == (1, 1):
+            outputs = depthwise_by_shifts(feature.values, kernel[..., 0], layer.strides, layer.padding)
+        else:
+            outputs = tf.nn.depthwise_conv2d(feature.values, kernel, strides=(1, *layer.strides, 1),
+                                             padding=layer.padding.upper(), dilations=layer.dilation_rate)
         outputs = layer.activation(outputs + take(self.bias, feature.channels))
         if not feature.compact:
             return Feature.full(outputs)
