@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from mayo_lite.config import Config  # noqa: E402
 from mayo_lite.net import build_model, static_width, without_gates  # noqa: E402
-from mayo_lite.sparse.benchmark import measure, speedups  # noqa: E402
+from mayo_lite.sparse.benchmark import measure, speedups, tflite_runner  # noqa: E402
 
 CLASSES = {"cifarnet": 10, "cifarnet_slim": 10, "lenet5": 10}
 
@@ -74,13 +74,14 @@ def main():
         rng = np.random.default_rng(0)
         images = [rng.random((1, *shape), dtype=np.float32) for _ in range(args.images)]
         dense = trained_looking(build_model(without_gates(model_section(name, 1.0)), shape))
+        converted = None if args.no_tflite else tflite_runner(dense)  # once per model: VGG-16 takes a while
         for density in args.densities:
             section = model_section(name, density)
             gated = trained_looking(build_model(section, shape))
             narrow = static_width(section) if density < 1 else None
             static = trained_looking(build_model(narrow, shape)) if narrow is not None else None
             ms, differences = measure(dense, images, args.repeats, gated=gated, static=static,
-                                      tflite=not args.no_tflite)
+                                      tflite=converted or False)
             ratios = speedups(ms)
             cells = " ".join(f"{ms[key]:9.2f}" if key in ms else f"{'-':>9}" for key in (
                 "dense_ms", "dense_folded_ms", "tflite_ms", "gated_ms", "sparse_ms", "static_ms"))

@@ -29,9 +29,9 @@ ACTION_HELP = {
     "prune": "prune convolution weights as the prune: section says (kernel level by default), report accuracy "
              "before and after, save checkpoint `pruned`",
     "export-model": "write a deployable model (.keras and SavedModel) with pruning masks folded into the weights, "
-                    "under system.export.path",
-    "bench": "time one-image inference of the model and its dense counterpart (gated models also run sparsely, "
-             "computing only active channels) and print the ratios",
+                    "under system.export.path; a gated model also as its sparse SavedModel",
+    "bench": "time one-image inference side by side: dense Keras, folded and compiled, TensorFlow Lite, and for "
+             "a gated model its sparse execution; print the ratios",
 }
 
 USAGE = """usage: my ARG [ARG ...]

@@ -79,11 +79,15 @@ def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tfli
         sparse: its `SparseGatedModel`, if already made.
         masked: a pruned model with masked kernels, if that is what is measured (adds masked_ms).
         static: the static network of the gates' width (adds static_ms).
-        tflite: also time the dense model under TensorFlow Lite; skipped with a notice if conversion fails.
+        tflite: also time the dense model under TensorFlow Lite (skipped with a notice if conversion fails), or
+            a `tflite_runner` of it made before.
     """
     runners = {"dense_ms": keras_runner(dense), "dense_folded_ms": InferenceProgram(dense)}
     checks = {"folded dense vs Keras dense": ("dense_folded_ms", "dense_ms")}
-    if tflite:
+    if callable(tflite):
+        runners["tflite_ms"] = tflite
+        checks["TensorFlow Lite vs Keras dense"] = ("tflite_ms", "dense_ms")
+    elif tflite:
         try:
             runners["tflite_ms"] = tflite_runner(dense)
             checks["TensorFlow Lite vs Keras dense"] = ("tflite_ms", "dense_ms")
