@@ -200,3 +200,16 @@ def test_bench_refuses_a_gate_the_sparse_path_cannot_run_in_one_line(tmp_path, m
     assert captured.err.strip().splitlines() == [
         "my: error: bench: model cifarnet_slim_gate cannot run sparsely: layer conv0: sparse execution needs "
         "norm='batch' (moving statistics); norm='channel' normalises each image by its own moments"]
+
+
+@pytest.mark.parametrize("gather_cost", [0, 10 ** 9])  # every small layer gathering, or computing every channel
+@pytest.mark.parametrize("path, shape, threshold", [
+    ("models/gate/resnet18.yaml", (64, 64, 3), "online"),
+    ("models/gate/mobilenet.yaml", (64, 64, 3), "online"),
+    ("models/gate/cifarnet.yaml", (32, 32, 3), "local"),
+])
+def test_small_layers_give_the_keras_outputs_gathered_or_whole(path, shape, threshold, gather_cost, monkeypatch):
+    from mayo_lite.sparse import steps
+    monkeypatch.setattr(steps, "GATHER_COST", gather_cost)
+    model = gated_model(path, shape, 0.5, threshold)
+    assert_same_outputs(model, SparseGatedModel(model), shape)
