@@ -209,7 +209,7 @@ def test_bench_refuses_a_gate_the_sparse_path_cannot_run_in_one_line(tmp_path, m
     ("models/gate/cifarnet.yaml", (32, 32, 3), "local"),
 ])
 def test_small_layers_give_the_keras_outputs_gathered_or_whole(path, shape, threshold, gather_cost, monkeypatch):
-    from mayo_lite.sparse import steps
-    monkeypatch.setattr(steps, "GATHER_COST", gather_cost)
+    from mayo_lite.sparse import gated_step
+    monkeypatch.setattr(gated_step, "GATHER_COST", gather_cost)
     model = gated_model(path, shape, 0.5, threshold)
     assert_same_outputs(model, SparseGatedModel(model), shape)

@@ -9,6 +9,6 @@ compiled dense path that the sparse one is compared with.
 
 from mayo_lite.sparse.latency import compare_latency, keras_runner
 from mayo_lite.sparse.program import InferenceProgram, SparseGatedModel
-from mayo_lite.sparse.steps import UnsupportedModel
+from mayo_lite.sparse.folding import UnsupportedModel
 
 __all__ = ["InferenceProgram", "SparseGatedModel", "UnsupportedModel", "compare_latency", "keras_runner"]

@@ -15,7 +15,8 @@ import tensorflow as tf
 
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.sparse.features import Feature, materialize
-from mayo_lite.sparse.steps import DepthwiseStep, UnsupportedModel, batch_norm_affine, foldable, step_for
+from mayo_lite.sparse.folding import UnsupportedModel, batch_norm_affine
+from mayo_lite.sparse.steps import DepthwiseStep, foldable, step_for
 
 
 def _single_input(model):

@@ -12,74 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from mayo_lite.layers import GatedConv2D, ReduceMean, Squeeze
-from mayo_lite.layers.gated import POOLS, active_count
 from mayo_lite.sparse.features import Feature, absent_fill, materialize, nonzero, take
-
-
-class UnsupportedModel(ValueError):
-    """The model has a layer or a setting that sparse execution does not handle; the message says which."""
-
-
-def _numpy(variable):
-    return np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
-
-
-def _variable(value, name):
-    return tf.Variable(np.ascontiguousarray(value, np.float32), trainable=False, name=name)
-
-
-def batch_norm_affine(layer):
-    """(scale, offset) of a `BatchNormalization` layer in inference: `x·scale + offset` per channel."""
-    if layer.axis not in (-1, len(layer.input.shape) - 1):
-        raise UnsupportedModel(f"layer {layer.name}: a batch norm over axis {layer.axis}, not the channels")
-    inverse = 1.0 / np.sqrt(_numpy(layer.moving_variance) + layer.epsilon)
-    scale = inverse * (_numpy(layer.gamma) if layer.scale else 1.0)
-    offset = (_numpy(layer.beta) if layer.center else 0.0) - _numpy(layer.moving_mean) * scale
-    return scale.astype(np.float32), np.broadcast_to(offset, scale.shape).astype(np.float32)
-
-
-def _kernel(layer):
-    kernel = _numpy(layer.kernel)
-    return kernel * _numpy(layer.mask) if getattr(layer, "mask", None) is not None else kernel
-
-
-ELEMENTWISE = {"relu", "relu6", "linear", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "silu",
-               "swish", "gelu", "hard_sigmoid", "hard_silu", "hard_swish", "leaky_relu", "mish", "exponential"}
-
-
-def elementwise(activation):
-    """Whether a Keras activation acts on each value alone (so it can run on the present channels only)."""
-    return getattr(activation, "__name__", None) in ELEMENTWISE
-
-
-def constant_function(function, values):
-    """`function` of a NumPy array, computed eagerly even while a program is being traced: fills are constants."""
-    with tf.init_scope():
-        return np.asarray(keras.ops.convert_to_numpy(function(tf.constant(values))), np.float32)
-
-
-def _apply_to_fill(activation, fill, width):
-    values = np.zeros(width, np.float32) if fill is None else fill
-    return nonzero(constant_function(activation, values[None])[0])
-
-
-def _spans_whole_kernel(layer):
-    """True when every output position sees the whole kernel window, so a constant input channel adds the same
-    amount everywhere: 1×1 kernels, or `valid` padding."""
-    return layer.padding == "valid" or all(size == 1 for size in layer.kernel_size)
-
-
-def _convolve(layer, inputs, kernel):
-    return tf.nn.conv2d(inputs, kernel, strides=(1, *layer.strides, 1), padding=layer.padding.upper(),
-                        dilations=(1, *layer.dilation_rate, 1))
-
-
-class Step(tf.Module):
-    """One layer of the model, prepared; called on the features of its inputs."""
-
-    def __init__(self, layer):
-        super().__init__(name=None)
-        self.layer_name = layer.name
+from mayo_lite.sparse.folding import (Step, UnsupportedModel, apply_to_fill, as_array, batch_norm_affine, convolve,
+                                      elementwise, spans_whole_kernel, variable)
+from mayo_lite.sparse.gated_step import GatedStep
 
 
 class ConvolutionStep(Step):
@@ -90,13 +26,8 @@ class ConvolutionStep(Step):
         if layer.groups != 1:
             raise UnsupportedModel(f"layer {layer.name}: grouped convolutions are not supported")
         self.layer = layer
-        kernel = _kernel(layer)
-        bias = _numpy(layer.bias) if layer.use_bias else np.zeros(layer.filters, np.float32)
-        if affine is not None:
-            kernel, bias = kernel * affine[0], bias * affine[0] + affine[1]
-        self.kernel = _variable(kernel, "kernel")
-        self.bias = _variable(bias, "bias")
-        self.kernel_sum = _variable(kernel.sum(axis=(0, 1)), "kernel_sum") if _spans_whole_kernel(layer) else None
+        kernel = self._fold(layer, affine)
+        self.kernel_sum = variable(kernel.sum(axis=(0, 1)), "kernel_sum") if spans_whole_kernel(layer) else None
 
     def __call__(self, features):
         (feature,) = features
@@ -105,7 +36,7 @@ class ConvolutionStep(Step):
         bias = self.bias
         if feature.fill is not None:
             bias = bias + tf.linalg.matvec(self.kernel_sum, absent_fill(feature), transpose_a=True)
-        outputs = _convolve(self.layer, feature.values, take(self.kernel, feature.channels, axis=2)) + bias
+        outputs = convolve(self.layer, feature.values, take(self.kernel, feature.channels, axis=2)) + bias
         return Feature.full(self.layer.activation(outputs))
 
 
@@ -142,14 +73,14 @@ class DepthwiseStep(Step):
     def __init__(self, layer, affine=None):
         super().__init__(layer)
         self.layer = layer
-        kernel = _numpy(layer.kernel)
+        kernel = as_array(layer.kernel)
         channels = kernel.shape[2] * kernel.shape[3]
-        bias = _numpy(layer.bias) if layer.use_bias else np.zeros(channels, np.float32)
+        bias = as_array(layer.bias) if layer.use_bias else np.zeros(channels, np.float32)
         if affine is not None:
             kernel = kernel * affine[0].reshape(kernel.shape[2:])
             bias = bias * affine[0] + affine[1]
-        self.kernel = _variable(kernel, "kernel")
-        self.bias = _variable(bias, "bias")
+        self.kernel = variable(kernel, "kernel")
+        self.bias = variable(bias, "bias")
         self.bias_values = bias
         self.kernel_sum = kernel.sum(axis=(0, 1))[:, 0]
 
@@ -157,7 +88,7 @@ class DepthwiseStep(Step):
         (feature,) = features
         layer = self.layer
         if feature.compact and (layer.depth_multiplier != 1 or (
-                feature.fill is not None and not _spans_whole_kernel(layer))):
+                feature.fill is not None and not spans_whole_kernel(layer))):
             feature = Feature.full(materialize(feature))
         kernel = take(self.kernel, feature.channels, axis=2)
         if self.by_shifts and layer.depth_multiplier == 1 and tuple(layer.dilation_rate) == (1, 1):
@@ -169,7 +100,7 @@ class DepthwiseStep(Step):
         if not feature.compact:
             return Feature.full(outputs)
         fill = self.bias_values + (0.0 if feature.fill is None else feature.fill * self.kernel_sum)
-        return feature.with_values(outputs, _apply_to_fill(layer.activation, fill, feature.width))
+        return feature.with_values(outputs, apply_to_fill(layer.activation, fill, feature.width))
 
 
 class DenseStep(Step):
@@ -178,12 +109,7 @@ class DenseStep(Step):
     def __init__(self, layer, affine=None):
         super().__init__(layer)
         self.layer = layer
-        kernel = _kernel(layer)
-        bias = _numpy(layer.bias) if layer.use_bias else np.zeros(layer.units, np.float32)
-        if affine is not None:
-            kernel, bias = kernel * affine[0], bias * affine[0] + affine[1]
-        self.kernel = _variable(kernel, "kernel")
-        self.bias = _variable(bias, "bias")
+        self._fold(layer, affine)
 
     def __call__(self, features):
         (feature,) = features
@@ -202,8 +128,8 @@ class BatchNormStep(Step):
         super().__init__(layer)
         scale, offset = batch_norm_affine(layer)
         self.scale_values, self.offset_values = scale, offset
-        self.scale = _variable(scale, "scale")
-        self.offset = _variable(offset, "offset")
+        self.scale = variable(scale, "scale")
+        self.offset = variable(offset, "offset")
 
     def __call__(self, features):
         (feature,) = features
@@ -226,7 +152,7 @@ class ActivationStep(Step):
         outputs = self.layer.call(feature.values)
         if not feature.compact:
             return Feature.full(outputs)
-        return feature.with_values(outputs, _apply_to_fill(self.layer.call, feature.fill, feature.width))
+        return feature.with_values(outputs, apply_to_fill(self.layer.call, feature.fill, feature.width))
 
 
 class ChannelwiseStep(Step):
@@ -274,188 +200,6 @@ class LayerStep(Step):
         return Feature.full(outputs)
 
 
-class GatedStep(Step):
-    """A `GatedConv2D` in inference, computing only the output channels its gate keeps for this image from only the
-    input channels that are present (fbs.md steps 1-7; the same function as `GatedConv2D.call(training=False)`).
-
-    The normalisation is folded into the kernel (`W·inv`, bias `−mean·inv`), so the output of a kept channel c is
-    `act(g_c·(conv_c + bias_c) + beta_c)`, with g_c the gate's gamma: the top-k values are reused as gamma. With the
-    online threshold k is fixed by the density, so every shape is static and XLA compiles the program once.
-    """
-
-    def __init__(self, layer):
-        super().__init__(layer)
-        if layer.norm != "batch":
-            raise UnsupportedModel(f"layer {layer.name}: sparse execution needs norm='batch' (moving statistics); "
-                                   f"norm='{layer.norm}' normalises each image by its own moments")
-        self.layer = layer
-        inverse = 1.0 / np.sqrt(_numpy(layer.moving_variance) + layer.epsilon)
-        scale = inverse * (_numpy(layer.gamma) if layer.gamma is not None else 1.0)
-        kernel = _kernel(layer) * scale
-        bias = -_numpy(layer.moving_mean) * scale
-        beta = _numpy(layer.beta) if layer.beta is not None else None
-        if layer.policy != "parametric" and beta is not None:  # an ordinary batch-norm offset
-            bias, beta = bias + beta, None
-        self.count = active_count(layer.filters, layer.density)
-        self.selects = layer.enable and self.count < layer.filters
-        self.positions = layer.output.shape[1] * layer.output.shape[2]
-        # Output channel first when they are gathered, so that each one is a contiguous block; as Conv2D keeps
-        # it otherwise (a transposed kernel makes XLA's convolution slower).
-        self.kernel = _variable(np.transpose(kernel, (3, 0, 1, 2)) if self.selects else kernel, "kernel")
-        # On a small map the layer may compute every channel instead (`_worth_gathering`), from the kernel as is.
-        self.whole_kernel = (_variable(kernel, "whole_kernel") if self.selects and self.positions < SMALL_MAP
-                             else None)
-        self.kernel_sum = _variable(kernel.sum(axis=(0, 1)), "kernel_sum") if _spans_whole_kernel(layer) else None
-        self.bias = _variable(bias, "bias")
-        self.beta = _variable(beta, "beta") if beta is not None else None
-        self.predictors = {prefix: [(_variable(_numpy(getattr(layer, f"{name}_kernel")), f"{name}_kernel"),
-                                     _variable(_numpy(getattr(layer, f"{name}_bias")), f"{name}_bias"))
-                                    for name in layer.predictor_names(prefix)]
-                           for prefix in (("gate", "beta") if layer.parametric_beta else ("gate",))}
-        self.static = not self.selects or layer.threshold == "online"
-        self.threshold = (None if layer.threshold == "online" else layer.threshold_variable
-                          if layer.threshold == "local" else layer.global_threshold.threshold_variable)
-        self.keeps_zero = constant_function(layer.activation, np.zeros(1, np.float32))[0] == 0.0
-
-    def _predict(self, prefix, pooled, feature, pooled_fill, activation):
-        """One value per output channel from the pooled present inputs; absent inputs contribute their pooled fill
-        (zero ones contribute nothing, so only the predictor rows of the present inputs are read)."""
-        layers = self.predictors[prefix]
-        kernel, bias = layers[0]
-        if pooled_fill is not None:
-            pooled = tf.tensor_scatter_nd_update(tf.constant(pooled_fill),
-                                                 tf.stack([tf.zeros_like(feature.channels), feature.channels], 1),
-                                                 pooled[0])
-        else:
-            kernel = take(kernel, feature.channels)
-        # A product written as a multiply and a sum, which XLA fuses with the row gather above into one pass (a
-        # matrix product would be a separate call on the critical path of every layer).
-        values = tf.reduce_sum(tf.transpose(pooled) * kernel, axis=0, keepdims=True) + bias
-        for kernel, bias in layers[1:]:
-            values = tf.matmul(tf.nn.relu(values), kernel) + bias
-        return activation(values)[0]
-
-    def _select(self, gamma):
-        """(channels or None for all, gamma of those channels with ties at the threshold zeroed)."""
-        if not self.selects:
-            return None, gamma
-        if self.threshold is None:
-            order = ranked(gamma, self.count + 1)
-            values = tf.gather(gamma, order)
-            # GatedConv2D keeps gamma > the (k+1)-th largest: a tie at the threshold is switched off.
-            keep = tf.cast(values[:self.count] > values[self.count], gamma.dtype)
-            return order[:self.count], values[:self.count] * keep
-        channels = tf.cast(tf.reshape(tf.where(gamma > tf.cast(self.threshold, gamma.dtype)), [-1]), tf.int32)
-        return channels, tf.gather(gamma, channels)
-
-    def __call__(self, features):
-        (feature,) = features
-        layer = self.layer
-        if feature.fill is not None and self.kernel_sum is None:
-            feature = Feature.full(materialize(feature))
-        pool = POOLS[layer.pool]
-        pooled = pool(feature.values)
-        pooled_fill = None
-        if feature.fill is not None:
-            pooled_fill = constant_function(pool, feature.fill[None, None, None])
-        gamma = self._predict("gate", pooled, feature, pooled_fill, layer.activation)
-        if self.selects and not self._worth_gathering(feature):
-            return self._every_channel(feature, gamma, pooled, pooled_fill)
-        channels, scale = self._select(gamma)
-        if self.selects:
-            # Input channels first: they are known before this layer's gate is, so XLA can gather them while the
-            # previous convolution still runs.
-            kernel = tf.transpose(take(take(self.kernel, feature.channels, axis=3), channels), (1, 2, 3, 0))
-        else:
-            kernel = take(self.kernel, feature.channels, axis=2)
-        bias = self.bias
-        if feature.fill is not None:
-            bias = bias + tf.linalg.matvec(self.kernel_sum, absent_fill(feature), transpose_a=True)
-        convolved = _convolve(layer, feature.values, kernel) + take(bias, channels)
-        outputs = self._policy_output(convolved, scale, channels, pooled, feature, pooled_fill)
-        return Feature(outputs, channels, None, layer.filters) if channels is not None else Feature.full(outputs)
-
-    def _worth_gathering(self, feature):
-        """Whether the multiply-adds that gathering the active part of the kernel saves outweigh the gathering.
-
-        On a small map a kernel is read for few positions: ResNet-18's 7×7 layers at density 0.5 run 1.5× slower
-        gathered than computed whole. Decided when the program is traced, from static shapes.
-        """
-        inputs, outputs = self.layer.kernel.shape[2], self.layer.filters
-        present = feature.values.shape[-1]
-        if present is None or self.whole_kernel is None:
-            return True
-        saved = self.positions * (inputs * outputs - present * self.count)
-        gathered = present * (outputs + self.count) if feature.compact else inputs * self.count
-        return saved > GATHER_COST * gathered
-
-    def _every_channel(self, feature, gamma, pooled, pooled_fill):
-        """The layer computed for every output channel, those the gate switches off then zeroed."""
-        present = feature
-        feature = Feature.full(materialize(feature))
-        if self.threshold is None:
-            threshold = tf.gather(gamma, ranked(gamma, self.count + 1)[self.count])
-        else:
-            threshold = tf.cast(self.threshold, gamma.dtype)
-        kept = tf.cast(gamma > threshold, gamma.dtype)
-        convolved = _convolve(self.layer, feature.values, self.whole_kernel) + self.bias
-        outputs = self._policy_output(convolved, gamma * kept, None, pooled, present, pooled_fill, kept)
-        return Feature.full(outputs)
-
-    def _policy_output(self, convolved, scale, channels, pooled, feature, pooled_fill, kept=None):
-        layer = self.layer
-        if kept is None and self.selects and self.threshold is None:
-            kept = tf.cast(scale != 0, scale.dtype)
-        if layer.policy == "parametric":
-            if layer.parametric_beta:
-                beta = take(self._predict("beta", pooled, feature, pooled_fill, lambda x: x), channels)
-            else:
-                beta = take(self.beta, channels) if self.beta is not None else None
-            if beta is not None and kept is not None:
-                beta = beta * kept
-            if beta is None:
-                outputs = layer.activation(convolved * scale)
-            elif layer.add_beta_first:
-                outputs = layer.activation((convolved + beta) * scale)
-            else:
-                outputs = layer.activation(convolved * scale + beta)
-            return outputs if self.keeps_zero or kept is None else outputs * kept
-        activated = layer.activation(convolved)
-        if layer.policy == "squeeze":
-            return activated * scale
-        return activated if kept is None else activated * kept  # naive
-
-
-# Maps of fewer positions than this are small: a gated layer there keeps a second copy of its kernel, to compute
-# every channel when gathering would cost more.
-SMALL_MAP = 100
-
-# What gathering one kernel weight costs, in multiply-adds of a convolution (measured on an AVX-512 CPU under XLA:
-# the break-even of ResNet-18's and M-CifarNet's small layers); GatedStep gathers when it saves more than this.
-GATHER_COST = 55
-
-# Above this many channels a sort (top_k) beats comparing every pair of channels.
-RANK_BY_COMPARISON = 512
-
-
-def ranked(values, count):
-    """The indices of the `count` largest of `values` (a vector), largest first, ties in index order: what
-    `tf.math.top_k(values, count).indices` gives.
-
-    For a few hundred channels, counting for each channel how many come before it is one fused pass under XLA,
-    several times faster at batch 1 than XLA's sort-based top_k.
-    """
-    size = values.shape[0]
-    if size > RANK_BY_COMPARISON:
-        return tf.math.top_k(values, count).indices
-    index = tf.range(size)
-    before = (values[None, :] > values[:, None]) | (
-        (values[None, :] == values[:, None]) & (index[None, :] < index[:, None]))
-    rank = tf.reduce_sum(tf.cast(before, tf.int32), axis=1)
-    chosen = tf.cast(rank[None, :] == tf.range(count)[:, None], tf.int32)
-    return tf.reduce_sum(chosen * index[None, :], axis=1)
-
-
 def is_channelwise(layer):
     """Layers that act on each channel alone and map a constant channel to a constant (ChannelwiseStep)."""
     if isinstance(layer, (keras.layers.Dropout, keras.layers.Identity, keras.layers.MaxPooling2D,
@@ -500,4 +244,3 @@ def foldable(layer):
     return (isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and not isinstance(layer, GatedConv2D)
             and getattr(layer.activation, "__name__", None) == "linear"
             and getattr(layer, "data_format", "channels_last") == "channels_last")
-
