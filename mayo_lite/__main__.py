@@ -2,6 +2,10 @@
 
 import sys
 
-from mayo_lite.cli import main
+try:
+    from mayo_lite.cli import main_exit
+except KeyboardInterrupt:  # Ctrl-C while Python is still importing: one line, not a traceback
+    print("my: interrupted", file=sys.stderr)
+    sys.exit(130)
 
-sys.exit(main())
+main_exit()

@@ -8,14 +8,19 @@ import contextlib
 import difflib
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 
 from mayo_lite import __version__
 from mayo_lite.config import Config
+from mayo_lite.config.keys import shorten
 from mayo_lite.errors import Interrupted, UserError
 
 log = logging.getLogger("mayo_lite")
+
+MAX_ERROR = 400  # characters of an error line; a value echoed in it is cut
 
 # The descriptions of the actions in mayo_lite.session.actions.ACTIONS (a test checks both list the same names).
 ACTION_HELP = {
@@ -176,24 +181,50 @@ def main(argv=None):
     except UserError as error:
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()
-        print(f"my: error: {error}", file=sys.stderr)
+        print(f"my: error: {shorten(str(error), MAX_ERROR)}", file=sys.stderr)
         return 2
     except Interrupted as error:
         print(f"my: {error}", file=sys.stderr)
         return 130
+    except Terminated:
+        print("my: stopped (SIGTERM)", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("my: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        raise
     except Exception as error:  # noqa: BLE001 - the launcher's last line of defence: one line, exit status 1
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()
         message = str(error).strip().splitlines()
-        print(f"my: error: {type(error).__name__}: {message[0] if message else ''} "
+        print(f"my: error: {type(error).__name__}: {shorten(message[0] if message else '', MAX_ERROR)} "
               "(system.log.level=debug shows the traceback)", file=sys.stderr)
         return 1
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (training saves first, see session.loop): stop like Ctrl-C, with one line."""
+
+
+def _terminate(number, frame):
+    raise Terminated()
+
+
 def main_exit():
-    """Entry point of the installed `my` console script."""
-    sys.exit(main())
+    """Entry point of the `my` command: `main`, with a reader that closed the pipe early (`my --help | head`) and
+    a stop request at any moment handled quietly."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the closed pipe again when it flushes stdout at exit; point stdout at nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 141  # as a shell reports a command stopped by SIGPIPE
+    except KeyboardInterrupt:
+        print("my: interrupted", file=sys.stderr)
+        status = 130
+    sys.exit(status)

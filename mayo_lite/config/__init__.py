@@ -6,7 +6,9 @@ them it never sees TensorFlow. `loader`, `tree`, `references`, `arith` and `keys
 """
 
 import copy
+import difflib
 import functools
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from mayo_lite.config.references import MissingPath, Resolver, substitute_module
 from mayo_lite.config.tree import Origins, PathError, merge_into, set_path
 
 __all__ = ["Config", "substitute_module_kwargs", "BUNDLED_CONFIGS", "Arith"]
+
+log = logging.getLogger("mayo_lite")
 
 _PACKAGE_DIR = Path(mayo_lite.__file__).resolve().parent
 # An installed wheel carries the configs inside the package; a source checkout has them beside it.
@@ -45,6 +49,42 @@ def _no_recursion_error(method):
     return guarded
 
 
+@functools.lru_cache(maxsize=1)
+def _defaults():
+    tree = {}
+    for layer, _ in load_file(DEFAULTS, "defaults"):
+        merge_into(tree, layer)
+    return tree
+
+
+def _nest(keys, value):
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
+# Sections whose every key the built-in defaults list: a key there that the defaults lack is a typo, since nothing
+# reads it (`system.max_epoch=2` would otherwise train toward the default number of epochs).
+CLOSED_SECTIONS = ("system",)
+
+
+def _check_known_keys(tree, path, defaults, origin):
+    """Raises for a key of a closed section that the defaults do not have, with the closest known key."""
+    for key, value in tree.items():
+        here = path + (key,)
+        if not path and key not in CLOSED_SECTIONS:
+            continue
+        if not isinstance(defaults, dict):
+            return
+        if key not in defaults:
+            known = [str(name) for name in defaults]
+            close = difflib.get_close_matches(str(key), known, 1, 0.6)
+            hint = f"did you mean {format_path(path + (close[0],))}?" if close else f"known: {', '.join(known)}"
+            raise located_error(origin, format_path(here), f"unknown key; {hint}")
+        if isinstance(value, dict) and isinstance(defaults[key], dict):
+            _check_known_keys(value, here, defaults[key], origin)
+
+
 class Config:
     """A configuration: defaults, then every file and override merged in order, read through `get`.
 
@@ -63,7 +103,10 @@ class Config:
     def load(self, path):
         """Merge a YAML file and what it imports; looked up in the current directory, then in the bundled configs."""
         found, name = self._find(path)
-        for tree, layer_name in load_file(found, name):
+        layers = load_file(found, name)
+        for tree, layer_name in layers:
+            _check_known_keys(tree, (), _defaults(), layer_name)
+        for tree, layer_name in layers:
             merge_into(self._tree, tree, self._origins, layer_name)
         self.version += 1
 
@@ -86,7 +129,21 @@ class Config:
         key, separator, text = argument.partition("=")
         if not separator or not key.strip():
             raise located_error(origin, "expected KEY.PATH=VALUE")
-        self._set(key.strip(), parse_value(text, origin), origin)
+        keys = self._parse(key.strip(), origin)
+        value = parse_value(text, origin)
+        _check_known_keys(_nest(keys, value), (), _defaults(), origin)
+        if not keys[0].startswith("_") and not self._exists(keys[:-1] if isinstance(value, dict) else keys):
+            log.warning("%s: %s is a new key: no file set it, so nothing may read it (a typo?)", origin,
+                        format_path(keys))
+        self._set(key.strip(), value, origin)
+
+    def _exists(self, keys):
+        node = self._tree
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return False
+            node = node[key]
+        return True
 
     @_no_recursion_error
     def set(self, path, value, origin="Config.set"):

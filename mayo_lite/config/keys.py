@@ -83,5 +83,13 @@ def located_error(*parts):
 
     Parts that are None or empty are left out (a key that no file set has no file to name).
     """
-    message = ": ".join(str(part) for part in parts if part)
+    message = ": ".join(shorten(str(part)) for part in parts if part)
     return ConfigError(message.replace("\r", "\\r").replace("\n", "\\n"))
+
+
+MAX_PART = 240
+
+
+def shorten(text, limit=MAX_PART):
+    """`text` cut to about `limit` characters (an error line must not echo a 10 MB value)."""
+    return text if len(text) <= limit else f"{text[:limit - 40]}... ({len(text):,} characters)"

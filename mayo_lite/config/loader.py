@@ -7,6 +7,7 @@ until the references module resolves them.
 import datetime
 import os
 import re
+import stat
 from pathlib import Path
 
 import yaml
@@ -47,6 +48,25 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
+def _construct_mapping(loader, node, deep=False):
+    """PyYAML's mapping constructor, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:  # an unhashable key; the constructor below says so
+                continue
+            if first is not key_node:
+                raise located_error(loader.name, f"line {key_node.start_mark.line + 1}",
+                                    f"duplicate key {str(key)[:80]!r} (first given on line "
+                                    f"{first.start_mark.line + 1})")
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
 def _construct_arith(loader, node):
     if not isinstance(node, yaml.ScalarNode):
         line = f"line {node.start_mark.line + 1}"
@@ -67,6 +87,7 @@ def _refuse_tag(loader, node):
 
 
 _Loader.add_constructor("!arith", _construct_arith)
+_Loader.construct_mapping = _construct_mapping
 # YAML 1.1 reads `1e-3` (no dot) as a string; researchers write learning rates and decays that way, so it is a
 # float here, as in YAML 1.2 and JSON.
 _Loader.add_implicit_resolver(
@@ -180,14 +201,25 @@ def _insert(tree, keys, value):
         node[keys[-1]] = value
 
 
+# A config file is a few kilobytes; reading stops here, so a device (/dev/zero) or a huge file fails at once.
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
 def read_file(path, name):
     """The tree of one YAML file, `_import` still in it."""
     try:
-        data = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise located_error(name, "is a directory, not a config file") from None
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise located_error(name, "is a directory, not a config file")
+        if not stat.S_ISREG(info.st_mode):
+            # Opening a FIFO would wait for a writer forever; a device may never end.
+            raise located_error(name, "is not a regular file (a pipe, socket or device), not a config file")
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         raise located_error(name, f"cannot read: {error.strerror or error}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise located_error(name, f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; not a config file")
     document = parse_yaml(data, name)
     if document is None:
         return {}

@@ -52,18 +52,24 @@ class Origins:
 def merge_into(base, overlay, origins=None, origin=None):
     """Merge mapping `overlay` into mapping `base` in place: mappings merge key by key, anything else replaces.
 
-    Values taken from `overlay` are deep-copied, so the two trees never share a mutable part.
+    An object spec whose `type` changes is replaced whole, not merged: a cosine schedule layered with an exponential
+    one must not keep the cosine's arguments. Values taken from `overlay` are deep-copied, so the two trees never
+    share a mutable part.
     """
     for key, value in overlay.items():
         slot = origins.child(key) if origins is not None else None
         existing = base.get(key)
-        if isinstance(value, dict) and isinstance(existing, dict):
+        if isinstance(value, dict) and isinstance(existing, dict) and not _new_type(existing, value):
             merge_into(existing, value, slot, origin)
         else:
             base[key] = copy.deepcopy(value)
             if slot is not None:
                 slot.reset(origin)
     return base
+
+
+def _new_type(existing, value):
+    return "type" in value and "type" in existing and value["type"] != existing["type"]
 
 
 def merge(base, overlay):
