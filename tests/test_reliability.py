@@ -152,8 +152,10 @@ def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_survives(run, 
 def test_an_unwritable_checkpoint_directory_is_a_clear_error(run, capsys):
     Path("blocked").write_text("a file where the checkpoint directory should be")
     assert run("steady.yaml", "system.checkpoint.path=blocked/run", "system.max_epochs=1", "train") == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("my: error: cannot write checkpoint blocked/run/")
+    # Refused before any work: the only line on stderr.
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "my: error: command line (system.checkpoint.path=blocked/run): system.checkpoint.path: blocked is a file, "
+        "so blocked/run cannot be a directory"]
 
 
 def test_a_half_written_checkpoint_from_a_killed_save_is_ignored(run):

@@ -17,6 +17,7 @@ from mayo_lite import __version__
 from mayo_lite.config import Config
 from mayo_lite.config.keys import shorten
 from mayo_lite.errors import Interrupted, UserError
+from mayo_lite.settings import check_settings
 
 log = logging.getLogger("mayo_lite")
 
@@ -96,8 +97,12 @@ class Runner:
 
     def act(self, name):
         _configure_logging(self.cfg.get("system.log.level", "info"))
+        check_settings(self.cfg, name)  # before anything is built, read or written
         with _native_notices_silenced(not log.isEnabledFor(logging.DEBUG)):
-            from mayo_lite.session import ACTIONS  # TensorFlow loads only when an action runs
+            from mayo_lite.session import ACTIONS, CHECKS, prepare_devices  # TensorFlow loads only now
+        prepare_devices(self.cfg)
+        if name in CHECKS:
+            CHECKS[name](self.cfg)
         log.debug("action %s", name)
         ACTIONS[name](self)
 
@@ -178,6 +183,9 @@ def main(argv=None):
                 runner.cfg.override(argument)
             else:
                 runner.act(argument)
+        if any(_classify(argument) == "action" for argument in arguments):
+            for origin in runner.cfg.unread_overrides():
+                log.warning("%s: nothing read this key; a typo?", origin)
     except UserError as error:
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()
@@ -227,4 +235,11 @@ def main_exit():
     except KeyboardInterrupt:
         print("my: interrupted", file=sys.stderr)
         status = 130
+    if status == 130:
+        # Stopped on request, progress saved: leave now. Tearing TensorFlow down (its input pipeline threads
+        # finishing their batches) can take tens of seconds on a loaded machine, and a cluster scheduler sends
+        # SIGKILL after a grace period.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
     sys.exit(status)

@@ -9,14 +9,16 @@ import copy
 import difflib
 import functools
 import logging
+import math
 import os
+import re
 from pathlib import Path
 
 import yaml
 
 import mayo_lite
 from mayo_lite.config.arith import Arith, Dumper
-from mayo_lite.config.keys import format_path, located_error, parse_path
+from mayo_lite.config.keys import format_path, located_error, parse_path, shorten
 from mayo_lite.config.loader import MAX_DEPTH, load_file, parse_value, to_tree
 from mayo_lite.config.references import MissingPath, Resolver, substitute_module_kwargs
 from mayo_lite.config.tree import Origins, PathError, merge_into, set_path
@@ -33,6 +35,7 @@ BUNDLED_CONFIGS = (
 DEFAULTS = Path(__file__).resolve().parent / "defaults.yaml"
 
 _REQUIRED = object()
+SAFE_NAME = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_.+-]{0,99}")
 
 
 def _no_recursion_error(method):
@@ -96,6 +99,8 @@ class Config:
         self._tree = {}
         self._origins = Origins()
         self.version = 0
+        self._reads = set()  # key paths read through `get`, for `unread_overrides`
+        self._overrides = []
         for tree, name in load_file(DEFAULTS, "defaults"):
             merge_into(self._tree, tree, self._origins, name)
 
@@ -132,18 +137,16 @@ class Config:
         keys = self._parse(key.strip(), origin)
         value = parse_value(text, origin)
         _check_known_keys(_nest(keys, value), (), _defaults(), origin)
-        if not keys[0].startswith("_") and not self._exists(keys[:-1] if isinstance(value, dict) else keys):
-            log.warning("%s: %s is a new key: no file set it, so nothing may read it (a typo?)", origin,
-                        format_path(keys))
         self._set(key.strip(), value, origin)
+        self._overrides.append((keys, origin))
 
-    def _exists(self, keys):
-        node = self._tree
-        for key in keys:
-            if not isinstance(node, dict) or key not in node:
-                return False
-            node = node[key]
-        return True
+    def unread_overrides(self):
+        """The command-line overrides (`origin` texts) that set a key no `get` has read since: probably typos.
+        Private keys (`_gate.density`) are read through references, so they are not listed."""
+        def read(keys):
+            return any(keys[:len(path)] == path or path[:len(keys)] == keys for path in self._reads)
+        return [origin for keys, origin in self._overrides
+                if not any(str(key).startswith("_") for key in keys) and not read(keys)]
 
     @_no_recursion_error
     def set(self, path, value, origin="Config.set"):
@@ -164,12 +167,76 @@ class Config:
     def get(self, path, default=_REQUIRED):
         """The fully resolved value at a key path (a copy); `default` if given and the path does not exist."""
         keys = self._parse(path)
+        self._reads.add(keys)
         try:
             return Resolver(self._tree, self._origins).read(keys)
         except MissingPath as missing:
             if default is not _REQUIRED:
                 return default
             raise self._missing(missing) from None
+
+    # -- typed readers: the value at a key path, checked; a bad one is a ConfigError naming the file and key ------
+
+    def _bad(self, path, expected, value):
+        return located_error(self.origin(path), path, f"expected {expected}, got {shorten(repr(value), 120)}")
+
+    def integer(self, path, low=None, high=None, optional=False, default=_REQUIRED):
+        """An integer in [low, high] (None: unbounded); None too when `optional`."""
+        value = self.get(path, default) if default is not _REQUIRED else self.get(path)
+        if value is None and optional:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
+                high is not None and value > high):
+            bounds = {(None, None): "an integer", (1, None): "a positive integer", (0, None): "an integer ≥ 0"}
+            expected = bounds.get((low, high), f"an integer in [{low}, {high}]")
+            raise self._bad(path, expected + (" or null" if optional else ""), value)
+        return value
+
+    def number(self, path, low=-math.inf, high=math.inf, low_open=False, optional=False, default=_REQUIRED):
+        """A finite number in [low, high] (`(low, high]` when `low_open`); None too when `optional`."""
+        value = self.get(path, default) if default is not _REQUIRED else self.get(path)
+        if value is None and optional:
+            return None
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value < low or value > high or (low_open and value == low)):
+            interval = f"{'(' if low_open else '['}{low}, {high}]"
+            positive = (low, high, low_open) == (0, math.inf, True)
+            expected = "a positive number" if positive else f"a number in {interval}"
+            raise self._bad(path, expected + (" or null" if optional else ""), value)
+        return float(value) if isinstance(value, float) else value
+
+    def fraction(self, path, default=_REQUIRED):
+        """A number in (0, 1]."""
+        return self.number(path, 0, 1, low_open=True, default=default)
+
+    def choice(self, path, choices, default=_REQUIRED):
+        """One of `choices` (a table or a sequence)."""
+        value = self.get(path, default) if default is not _REQUIRED else self.get(path)
+        try:
+            known = value in choices
+        except TypeError:
+            known = False
+        if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+            known = False
+        if not known:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], 1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise self._bad(path, "one of " + ", ".join(str(c) for c in choices) + hint, value)
+        return value
+
+    def boolean(self, path, default=_REQUIRED):
+        value = self.get(path, default) if default is not _REQUIRED else self.get(path)
+        if not isinstance(value, bool):
+            raise self._bad(path, "true or false", value)
+        return value
+
+    def name(self, path, default=_REQUIRED):
+        """A name that is also a safe file-name component (checkpoint and plot directories are named after it)."""
+        value = self.get(path, default) if default is not _REQUIRED else self.get(path)
+        if not isinstance(value, str) or not SAFE_NAME.fullmatch(value) or value in (".", ".."):
+            raise self._bad(path, "a name of letters, digits, '_', '-', '.' and '+' (at most 100 characters, "
+                                  "no '/'), used in file paths", value)
+        return value
 
     def __getitem__(self, path):
         return self.get(path)
@@ -190,6 +257,7 @@ class Config:
     @_no_recursion_error
     def resolved(self):
         """The whole config, fully resolved, as plain Python data."""
+        self._reads.add(())
         return Resolver(self._tree, self._origins).read_all()
 
     def dump(self):
@@ -211,6 +279,7 @@ class Config:
         twin._tree = copy.deepcopy(self._tree)
         twin._origins = self._origins.copy()
         twin.version = self.version
+        twin._reads, twin._overrides = set(), []
         return twin
 
     @staticmethod

@@ -49,18 +49,20 @@ class Origins:
         return found
 
 
-def merge_into(base, overlay, origins=None, origin=None):
+def merge_into(base, overlay, origins=None, origin=None, _parent=None):
     """Merge mapping `overlay` into mapping `base` in place: mappings merge key by key, anything else replaces.
 
     An object spec whose `type` changes is replaced whole, not merged: a cosine schedule layered with an exponential
-    one must not keep the cosine's arguments. Values taken from `overlay` are deep-copied, so the two trees never
-    share a mutable part.
+    one must not keep the cosine's arguments. A layer spec (a mapping in a `layers` mapping) is the exception: a
+    gated model changes `convolution` to `gated_convolution` and keeps the kernel size, padding and normaliser.
+    Values taken from `overlay` are deep-copied, so the two trees never share a mutable part.
     """
     for key, value in overlay.items():
         slot = origins.child(key) if origins is not None else None
         existing = base.get(key)
-        if isinstance(value, dict) and isinstance(existing, dict) and not _new_type(existing, value):
-            merge_into(existing, value, slot, origin)
+        if isinstance(value, dict) and isinstance(existing, dict) and (
+                _parent == "layers" or not _new_type(existing, value)):
+            merge_into(existing, value, slot, origin, key)
         else:
             base[key] = copy.deepcopy(value)
             if slot is not None:

@@ -95,7 +95,7 @@ class _Arguments:
         return value
 
     def number(self, argument, value, low, high, low_open=False, expected=None):
-        if (isinstance(value, bool) or not isinstance(value, (int, float))
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
                 or value > high or value < low or (low_open and value == low)):
             interval = f"{'(' if low_open else '['}{low}, {high}]"
             raise self.invalid(argument, expected or f"a float in {interval}", value)

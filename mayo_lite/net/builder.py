@@ -7,6 +7,7 @@ can speak in the config's names. Modules are flattened: layer `conv1` of module 
 
 import difflib
 import logging
+import re
 
 import keras
 
@@ -460,7 +461,7 @@ class GraphBuilder:
         try:
             build(builder)
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from None
+            raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from error
         return builder
 
     def module(self, name, spec, path):
@@ -534,7 +535,10 @@ class GraphBuilder:
                 raise ConfigError(f"{self.where(edge_path)}.with: layer {name!r} is used twice; "
                                   "give each use its own layer")
             built[name] = self.layer(prefix + name, layers[name], f"{path}.layers.{name}")
-            value = built[name](value)
+            try:
+                value = built[name](value)
+            except ValueError as error:  # Keras' shape checks: a kernel larger than its input, a bad axis, ...
+                raise ConfigError(f"{self.where(f'{path}.layers.{name}')}: {keras_message(error)}") from error
         if isinstance(value, list):
             raise ConfigError(f"{self.where(edge_path)}: several inputs {sources} need a layer that joins them "
                               "(add or concat)")
@@ -551,6 +555,16 @@ _DENSE_SOURCES = {
                 "gamma": "gamma"},
 }
 _DENSE_SOURCES["naive"] = _DENSE_SOURCES["squeeze"]
+
+
+def keras_message(error):
+    """The line of a Keras error that says what is wrong (Keras wraps a layer's error in "Exception encountered when
+    calling ...", with terminal colour codes)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling"):
+        return lines[1]
+    return lines[0] if lines else type(error).__name__
 
 
 def dense_sources(model):

@@ -5,13 +5,16 @@ Each action takes the runner (anything with `.cfg` and `.session()`), so actions
 """
 
 import csv
+import io
 import logging
 import math
-from pathlib import Path
 
+import tensorflow as tf
 import yaml
 
 from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.files import write_atomically
+from mayo_lite import registry
 from mayo_lite.net import layer_table, totals
 from mayo_lite.session import pruning
 from mayo_lite.session.benchmark import bench
@@ -24,7 +27,7 @@ log = logging.getLogger("mayo_lite")
 
 def _plumbing(runner, name, data):
     if runner.cfg.get("system.info.plumbing", False):
-        Path(name).write_text(yaml.safe_dump(data, sort_keys=False))
+        write_atomically(name, yaml.safe_dump(data, sort_keys=False))
         log.info("wrote %s", name)
 
 
@@ -187,7 +190,7 @@ def save(runner):
 
 
 def export(runner):
-    Path("export.yaml").write_text(runner.cfg.dump())
+    write_atomically("export.yaml", runner.cfg.dump())
     log.info("wrote export.yaml")
 
 
@@ -204,14 +207,64 @@ def eval_all(runner):
                      "top1": round(result["top1"], 6), "top5": round(result["top5"], 6)})
         print(f"{path.stem}: epoch {epoch_text(session.epoch.value)}, top1: {result['top1']:.2%}, "
               f"top5: {result['top5']:.2%}", flush=True)
-    with open("eval_all.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically("eval_all.csv", table.getvalue())
     log.info("wrote eval_all.csv")
     # The session now holds the last checkpoint's weights, not the selected one: build afresh next time.
     runner.discard_session()
 
+
+def check_train(cfg):
+    """What `train` will use, checked before the session is built: the trainer, its learning rate over the whole
+    schedule, its optimizer and a gradual pruning schedule."""
+    if cfg.get("train", None) is None:
+        raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
+    where = cfg.where("train.learning_rate")
+    schedule = registry.learning_rate_schedule(cfg.get("train.learning_rate"), where)
+    max_epochs = _max_epochs(cfg)
+    for epoch in (0.0, max_epochs / 2, max_epochs):
+        try:
+            rate = float(schedule(tf.constant(epoch, tf.float32)))
+        except (TypeError, ValueError, tf.errors.OpError) as error:
+            raise ConfigError(f"{where}: cannot compute the learning rate at epoch {epoch:g} "
+                              f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
+        if not math.isfinite(rate) or rate < 0:
+            raise ConfigError(f"{where}: the learning rate at epoch {epoch:g} is {rate}; expected a finite "
+                              "non-negative number")
+    registry.build("optimizer", cfg.get("train.optimizer"), cfg.where("train.optimizer"))
+    pruning.check_schedule(cfg)
+
+
+def check_bench(cfg):
+    """A gate that sparse execution cannot run is refused before the model is built or timed."""
+    for path, params in _gate_params(cfg.get("model"), "model"):
+        if isinstance(params, dict) and params.get("norm", "batch") != "batch":
+            raise ConfigError(f"{cfg.where(path + '.norm')}: bench runs gated models sparsely, which needs "
+                              f"norm: batch (moving statistics); norm: {params['norm']} normalises each image by "
+                              "its own moments")
+
+
+def _gate_params(spec, path):
+    if isinstance(spec, dict):
+        if spec.get("type") == "gated_convolution":
+            yield f"{path}.gate_params", spec.get("gate_params")
+        for key, value in spec.items():
+            yield from _gate_params(value, f"{path}.{key}")
+    elif isinstance(spec, list):
+        for index, value in enumerate(spec):
+            yield from _gate_params(value, f"{path}.{index}")
+
+
+# name -> a check of the settings only that action uses, run before it does any work (mayo_lite.settings checks
+# the settings every action uses).
+CHECKS = {
+    "train": check_train,
+    "prune": pruning.settings,
+    "bench": check_bench,
+}
 
 # name -> function; the command line's table of descriptions (mayo_lite.cli) lists the same names.
 ACTIONS = {

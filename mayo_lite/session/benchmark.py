@@ -12,12 +12,12 @@ weights cost the same time.
 import gc
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import yaml
 
 from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.files import write_atomically
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model, static_width, without_gates
 from mayo_lite.session.deploy import copy_folded
@@ -104,6 +104,6 @@ def bench(runner):
             "speedup": ratios.get("speedup"), "speedup_vs_folded": ratios.get("speedup_vs_folded"),
             "model": session.model.name, "kind": kind, "images": source, "repeats": repeats,
             "threads": os.cpu_count(), "output_differences": differences}
-        Path("bench.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        write_atomically("bench.yaml", yaml.safe_dump(record, sort_keys=False))
         log.info("wrote bench.yaml")
     return milliseconds

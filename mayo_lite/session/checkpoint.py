@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -97,20 +98,52 @@ class CheckpointStore:
             path.unlink(missing_ok=True)
 
 
+def _check_members(archive, path):
+    """Reads every member's array header and refuses one whose declared size exceeds what the file holds (a
+    corrupt or hostile header could otherwise make NumPy allocate 40 GB) or whose type is not numeric."""
+    for info in archive.infolist():
+        with archive.open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                      (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"member {info.filename}: unknown array format {version}")
+            shape, _, dtype = reader(stream, max_header_size=10000)
+            if dtype.hasobject or dtype.kind not in "fiubU":
+                raise ValueError(f"member {info.filename}: unsupported type {dtype}")
+            declared = math.prod(shape) * dtype.itemsize
+            if declared > info.file_size:
+                raise ValueError(f"member {info.filename}: declares {declared:,} bytes, holds {info.file_size:,}")
+
+
 def read(path):
     """Reads a checkpoint file: (variables, epoch, meta). Any defect is a CheckpointError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
+        with zipfile.ZipFile(path) as archive:
+            _check_members(archive, path)
         with np.load(path, allow_pickle=False) as archive:
             variables = {key: archive[key] for key in archive.files if not key.startswith("__")}
-            epoch = float(archive["__epoch__"]) if "__epoch__" in archive.files else 0.0
-            meta = json.loads(str(archive["__meta__"])) if "__meta__" in archive.files else {}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError) as error:
+            epoch = archive["__epoch__"] if "__epoch__" in archive.files else np.float64(0.0)
+            meta = archive["__meta__"] if "__meta__" in archive.files else np.array("{}")
+        if epoch.shape != () or epoch.dtype.kind not in "fiu":
+            raise ValueError(f"__epoch__ is {epoch.dtype} {epoch.shape}, not a number")
+        if meta.shape != () or meta.dtype.kind != "U":
+            raise ValueError(f"__meta__ is {meta.dtype} {meta.shape}, not text")
+        epoch, meta = float(epoch), json.loads(str(meta))
+        if not isinstance(meta, dict):
+            raise ValueError("__meta__ is not a mapping")
+        for name, value in variables.items():
+            if value.dtype.kind not in "fiub":
+                raise ValueError(f"variable {name} is {value.dtype}, not numeric")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError, RuntimeError,
+            NotImplementedError, OverflowError, MemoryError, UnicodeDecodeError, zlib.error) as error:
+        text = str(error).splitlines()[0] if str(error) else "corrupt"
         raise CheckpointError(f"{path}: not a readable mayo-lite checkpoint ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else 'corrupt'})") from None
-    if not math.isfinite(epoch):
+                              f"{text[:200]})") from None
+    if not math.isfinite(epoch) or epoch < 0:
         raise CheckpointError(f"{path}: corrupt epoch counter {epoch}")
     return variables, epoch, meta
 
@@ -120,8 +153,8 @@ def has_masks(path):
     try:
         with np.load(path, allow_pickle=False) as archive:
             return any(key.endswith("/mask") for key in archive.files)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        return False  # `read` reports the defect when the checkpoint is loaded
+    except Exception:  # noqa: BLE001 - whatever is wrong, `read` reports it when the checkpoint is loaded
+        return False
 
 
 def match(targets, stored, path):
@@ -136,6 +169,8 @@ def match(targets, stored, path):
             missing.append(name)
             continue
         value = stored[name]
+        if value.dtype.kind not in "fiub":
+            raise CheckpointError(f"{path}: variable {name} holds {value.dtype} values, not numbers")
         if tuple(value.shape) != tuple(variable.shape):
             raise CheckpointError(
                 f"{path}: variable {name} has shape {tuple(value.shape)} in the checkpoint but "

@@ -10,6 +10,8 @@ the gates kept, which the progress bar, `eval` and `info` report.
 import contextlib
 import logging
 import math
+import queue
+import re
 import signal
 import threading
 
@@ -17,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.errors import Interrupted, UserError
+from mayo_lite.errors import DataError, Interrupted, UserError
 from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
 
 log = logging.getLogger("mayo_lite")
@@ -54,6 +56,84 @@ def _stop_requests():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+class _Fetcher:
+    """The batches of an iterable, read ahead by a background thread, so the main thread never sits inside the
+    input pipeline: Python runs signal handlers only in the main thread and only between its own instructions, so
+    a main thread blocked in `next()` on a starved pipeline (a full shuffle buffer to refill on a loaded machine)
+    would hear Ctrl-C or SIGTERM only when the batch arrives. Here it waits on a queue, in short slices, and
+    returns as soon as a stop is requested. An error of the pipeline is raised in the main thread."""
+
+    _END = object()
+
+    def __init__(self, iterable, requested, ahead=2):
+        self.requested = requested
+        self.queue = queue.Queue(maxsize=ahead)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._fetch, args=(iterable,), daemon=True, name="mayo-lite-batches")
+        self.thread.start()
+
+    def _put(self, item):
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fetch(self, iterable):
+        try:
+            for item in iterable:
+                if not self._put(item):
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
+            self._put(error)
+            return
+        self._put(self._END)
+
+    def __iter__(self):
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self.requested:
+                        return
+                    continue
+                if item is self._END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.stopped.set()
+
+
+@contextlib.contextmanager
+def _data_errors(session, split):
+    """Turns what bad data makes TensorFlow raise during a step or in the input pipeline into a DataError naming
+    the dataset: a label outside [0, num_classes) (Mayo's 1-based records without `background_class`, a wrong
+    `num_classes`), unreadable records."""
+    try:
+        yield
+    except tf.errors.OpError as error:
+        lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
+        name = session.dataset.get("name")
+        source = (session.dataset.get("source") or {}).get("path") if isinstance(session.dataset, dict) else None
+        where = f"dataset {name}" + (f" ({source})" if source else "")
+        label = re.search(r"label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)",
+                          str(error.message))
+        if label:
+            raise DataError(f"{where}: a {split} label is outside [0, num_classes): label {label.group(1)} with "
+                            f"num_classes {label.group(2)}; check dataset.task.num_classes and background_class"
+                            ) from error
+        message = next((line for line in lines if not line.startswith(("Graph execution error", "Detected at"))),
+                       lines[0] if lines else type(error).__name__)
+        if isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)):
+            raise DataError(f"{where}: reading the {split} split failed: {message[:200]}") from error
+        raise
 
 
 def _counts(labels, logits, num_classes):
@@ -136,14 +216,12 @@ class Loops:
         `Interrupted` is raised.
         """
         with _stop_requests() as requested:
-            self._train(max_epochs, on_epoch_end, after_step, requested)
+            self._train(max_epochs, on_epoch_end, after_step, requested, on_interrupt)
             if requested:
-                if on_interrupt is not None:
-                    on_interrupt(self.session.epoch.value)
                 raise Interrupted(f"interrupted ({requested[0]}) at epoch {self.session.epoch.value:.3f}; the "
                                   "checkpoint `latest` holds the progress and `train` continues from it")
 
-    def _train(self, max_epochs, on_epoch_end, after_step, requested):
+    def _train(self, max_epochs, on_epoch_end, after_step, requested, on_interrupt):
         session = self.session
         if self._train_step is None:
             self._train_step = self._build_train_step()
@@ -152,27 +230,38 @@ class Loops:
         while session.epoch.value < max_epochs - 1e-9:
             index = int(math.floor(session.epoch.value + 1e-9))
             done = int(round((session.epoch.value - index) * examples / session.batch_size))
-            dataset = session.pipeline("train", index).skip(done)
+            # An epoch is `steps` batches even when the split holds more (`num_examples_per_epoch` below its size).
+            dataset = session.pipeline("train", index).skip(done).take(steps - done)
             bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "top1", "density", "lr"])
             log.info("epoch %d/%s", index + 1, epoch_text(max_epochs))
             totals = np.zeros(5)
-            for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=done + 1):
-                loss, top1, top5, count, density, total = (float(v) for v in self._train_step(batch))
-                if not math.isfinite(total):
-                    raise DivergedError(
-                        f"training diverged: the loss became {total} at epoch {session.epoch.value:.3f} "
-                        f"(step {number} of epoch {index + 1}); nothing of it was saved, the last good checkpoint "
-                        "is kept")
-                if after_step is not None:
-                    after_step(self.model, index * steps + number, session.epoch.value)
-                totals += (loss, top1, top5, count, density)
-                figures = [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3])]
-                if self.gated:
-                    figures.append(("density", totals[4] / totals[3]))
-                bar.update(number, figures + [("lr", float(session.learning_rate()))])
-                if session.epoch.value >= max_epochs - 1e-9 or requested:
-                    break
-            if requested:
+            batches = _Fetcher(self.strategy.experimental_distribute_dataset(dataset), requested)
+            with _data_errors(session, "train"):  # the pipeline's errors surface in the loop
+                for number, batch in enumerate(batches, start=done + 1):
+                    loss, top1, top5, count, density, total = (float(v) for v in self._train_step(batch))
+                    if not math.isfinite(total):
+                        raise DivergedError(
+                            f"training diverged: the loss became {total} at epoch {session.epoch.value:.3f} "
+                            f"(step {number} of epoch {index + 1}); nothing of it was saved, the last good "
+                            "checkpoint is kept")
+                    if after_step is not None:
+                        after_step(self.model, index * steps + number, session.epoch.value)
+                    totals += (loss, top1, top5, count, density)
+                    figures = [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3])]
+                    if self.gated:
+                        figures.append(("density", totals[4] / totals[3]))
+                    bar.update(number, figures + [("lr", float(session.learning_rate()))])
+                    if requested:
+                        # Saved here, while the input pipeline is still running: tearing its iterator down first
+                        # waits for the batches its threads are preparing, tens of seconds on a loaded machine.
+                        if on_interrupt is not None:
+                            on_interrupt(session.epoch.value)
+                        return
+                    if session.epoch.value >= max_epochs - 1e-9:
+                        break
+            if requested:  # asked to stop while waiting for a batch
+                if on_interrupt is not None:
+                    on_interrupt(session.epoch.value)
                 return
             if session.epoch.value >= index + 1 - 1e-6:
                 # Snap to the boundary: summed float increments land a hair off whole epochs.
@@ -197,7 +286,8 @@ class Loops:
         totals = np.zeros(4)
         densities = 0.0
         for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=1):
-            *figures, batch_densities = self._eval_step(batch)
+            with _data_errors(session, "validate"):
+                *figures, batch_densities = self._eval_step(batch)
             totals += [float(v) for v in figures]
             densities = densities + np.asarray(batch_densities, dtype=np.float64)
             bar.update(number)

@@ -6,12 +6,12 @@ configuration error naming its key before anything is evaluated, pruned or writt
 
 import logging
 import math
-from pathlib import Path
 
 import keras
 import yaml
 
 from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.files import write_atomically
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, PruneArgumentError, prunable_layers,
                              prune_model)
@@ -87,6 +87,15 @@ def check_layers(cfg, model, values):
 
 def schedule(cfg, model):
     """The `prune.schedule` of gradual pruning, checked, or None."""
+    resolved = check_schedule(cfg)
+    if resolved is None:
+        return None
+    values = settings(cfg)
+    return _Gradual(resolved, _arguments(values, check_layers(cfg, model, values)))
+
+
+def check_schedule(cfg):
+    """The `prune.schedule` as a `PruneSchedule`, checked without the model, or None."""
     values = settings(cfg)
     spec = values["schedule"]
     if spec is None:
@@ -114,7 +123,7 @@ def schedule(cfg, model):
     if resolved.settings["end"] < resolved.settings["begin"]:
         raise ConfigError(f"{where}: end ({resolved.settings['end']}) is before begin "
                           f"({resolved.settings['begin']})")
-    return _Gradual(resolved, _arguments(values, check_layers(cfg, model, values)))
+    return resolved
 
 
 class _Gradual:
@@ -168,7 +177,7 @@ def prune(runner):
         if before is not None:
             figures.update({"before": {k: round(before[k], 6) for k in ("top1", "top5")},
                             "after": {k: round(after[k], 6) for k in ("top1", "top5")}})
-        Path("prune.yaml").write_text(yaml.safe_dump(figures, sort_keys=False))
+        write_atomically("prune.yaml", yaml.safe_dump(figures, sort_keys=False))
         log.info("wrote prune.yaml")
     return report
 

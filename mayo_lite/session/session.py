@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mayo_lite import registry
@@ -15,7 +16,7 @@ from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
 from mayo_lite.session import checkpoint, pretrained
-from mayo_lite.session.loop import Loops, epoch_text
+from mayo_lite.session.loop import DivergedError, Loops, epoch_text
 
 log = logging.getLogger("mayo_lite")
 
@@ -60,6 +61,14 @@ def _cpu_replicas(count):
             raise ConfigError(f"system.num_gpus={count}: no GPUs, and the CPU can no longer be split into "
                               f"{count} replicas in this process (TensorFlow is already initialised)") from None
     return [device.name for device in tf.config.list_logical_devices("CPU")[:count]]
+
+
+def prepare_devices(cfg):
+    """Splits the CPU into replicas now if the run asks for several without GPUs: TensorFlow allows it only before
+    its first operation, and the checks that run before an action already compute with TensorFlow."""
+    replicas = cfg.get("system.num_gpus")
+    if replicas > 1 and not GPUS and cfg.get("system.strategy") in ("default", "mirrored"):
+        _cpu_replicas(replicas)
 
 
 def _positive_integer(cfg, key):
@@ -195,6 +204,16 @@ class Session:
 
     def save(self, name="latest"):
         values = {name: variable.numpy() for name, variable in self.variables().items()}
+        broken = [key for key, value in values.items()
+                  if key.startswith("model/") and value.dtype.kind == "f" and not np.all(np.isfinite(value))]
+        if broken:
+            # Whatever the loss said (ReLU and max pooling can hide a NaN input from it), a checkpoint with a
+            # non-finite weight must never replace a good one.
+            raise DivergedError(
+                f"training diverged: {len(broken)} variable(s) hold NaN or infinite values at epoch "
+                f"{epoch_text(self.epoch.value)} ({', '.join(k.removeprefix('model/') for k in broken[:3])}"
+                f"{', ...' if len(broken) > 3 else ''}); checkpoint {name} was not written, the last good one is "
+                "kept")
         meta = {"model": self.model.name, "dataset": self.dataset.get("name"),
                 "optimizer": type(self.optimizer).__name__ if self.optimizer else None}
         path = self.store.save(name, values, self.epoch.value, meta)

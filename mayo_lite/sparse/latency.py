@@ -23,7 +23,8 @@ def keras_runner(model):
 
 def compare_latency(runners, images, repeats=5, warmup=3):
     """Median seconds per image of each runner of `runners` (name -> function of one (1, H, W, C) image returning
-    a tensor or an array), over `repeats` passes through `images`, after `warmup` calls each (tracing, compilation, caches).
+    a tensor or an array), over `repeats` passes through `images`, after `warmup` calls each (tracing,
+    compilation, caches).
     """
     names = list(runners)
     for name in names:

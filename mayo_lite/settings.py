@@ -1,0 +1,76 @@
+"""Every `system` setting and name an action relies on, checked before the action does any work.
+
+The command line calls `check_settings` before each action: a bad value costs nothing (no model built, no
+checkpoint read, no epoch trained) and prints one line naming the file and key. Without TensorFlow, so it answers
+at once. Settings of one action only (the `prune:` section, the trainer) are checked by that action's own check in
+`mayo_lite.session.actions.CHECKS`, also before any work.
+"""
+
+import tempfile
+from pathlib import Path
+
+from mayo_lite.config.keys import located_error
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CACHE = ("auto", True, False)
+SEED_RANGE = (0, 2 ** 32 - 1)  # what NumPy and TensorFlow seeds accept
+
+
+def _directory(cfg, key, writing):
+    """A path key that names a directory: not an existing file, nor under one; writable when `writing`."""
+    text = cfg.get(key)
+    if not isinstance(text, str) or not text or "\0" in text:
+        raise located_error(cfg.origin(key), key, f"expected a directory path, got {text!r}")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise located_error(cfg.origin(key), key, f"{text} exists and is not a directory")
+    existing = next((parent for parent in (path, *path.parents) if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise located_error(cfg.origin(key), key, f"{existing} is a file, so {text} cannot be a directory")
+    if writing and existing is not None:
+        try:  # a probe, not os.access: root may be refused by a read-only or special file system
+            tempfile.TemporaryFile(dir=existing).close()
+        except OSError as error:
+            raise located_error(cfg.origin(key), key, f"cannot write in {existing}: "
+                                                      f"{error.strerror or error}") from None
+    return path
+
+
+def _search_path(cfg):
+    value = cfg.get("system.search_path.dataset")
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(entry, str) and entry for entry in value):
+        raise located_error(cfg.origin("system.search_path.dataset"), "system.search_path.dataset",
+                            f"expected a list of directories, got {value!r}")
+
+
+def check_settings(cfg, action):
+    """Raises a ConfigError for the first bad setting that `action` would use."""
+    cfg.integer("system.num_gpus", 1)
+    cfg.integer("system.batch_size_per_gpu", 1)
+    cfg.number("system.max_epochs", 0, low_open=True)
+    cfg.integer("system.seed", *SEED_RANGE, optional=True)
+    cfg.choice("system.strategy", STRATEGIES)
+    cfg.choice("system.log.level", LOG_LEVELS)
+    cfg.integer("system.checkpoint.save.interval", 1, optional=True)
+    cfg.integer("system.checkpoint.save.keep", 1, optional=True)
+    cfg.integer("system.pipeline.shuffle_buffer", 1)
+    cfg.choice("system.pipeline.cache", CACHE)
+    cfg.boolean("system.info.plumbing")
+    cfg.integer("system.info.density_batches", 0)
+    _search_path(cfg)
+    if action == "export":
+        return
+    cfg.name("model.name")
+    if "dataset" in cfg:
+        cfg.name("dataset.name")
+    writes_checkpoints = action in ("train", "save", "prune")
+    _directory(cfg, "system.checkpoint.path", writes_checkpoints)
+    if action == "bench":
+        cfg.integer("system.bench.images", 1)
+        cfg.integer("system.bench.repeats", 1)
+        cfg.boolean("system.bench.tflite")
+    if action == "export-model":
+        _directory(cfg, "system.export.path", True)
