@@ -199,7 +199,7 @@ def test_bench_refuses_a_gate_the_sparse_path_cannot_run_in_one_line(tmp_path, m
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("my: error: ") and line.endswith(
-        "configs/models/gate/cifarnet_slim.yaml: model.layers.conv0.gate_params.norm: bench runs gated models "
+        "configs/models/gate/cifarnet.yaml: model.layers.conv0.gate_params.norm: bench runs gated models "
         "sparsely, which needs norm: batch (moving statistics); norm: channel normalises each image by its own "
         "moments")
 
