@@ -79,6 +79,8 @@ FILES = {
         "  graph: {from: input, with: [conv0, pool, logits], to: a}\n  graph.1: x",
         "  graph: [{from: input, with: [conv0, pool], to: a}, {from: a, with: [pool, logits], to: output}]"),
     "unknown_type.yaml": MODEL.replace("type: reduce_mean", "type: reduce_meen"),
+    "no_layers.yaml": "model: {name: empty, layers: {}, graph: {from: input, with: [], to: output}}\n"
+                      + synthetic_dataset() + "train: {learning_rate: 0.1, optimizer: {type: sgd}}\n",
     "no_train.yaml": MODEL.replace("train:\n  learning_rate: 0.05\n  optimizer: {type: sgd, momentum: 0.9}\n", ""),
 }
 
@@ -193,6 +195,7 @@ CASES = [
     (["squeeze.yaml", "info"], "squeeze.yaml: model.layers.pool: Invalid value received for argument `axis`"),
     (["twice.yaml", "info"], "is used twice"),
     (["unknown_type.yaml", "info"], "did you mean reduce_mean?"),
+    (["no_layers.yaml", "train"], "no layer between `input` and `output`"),
     # Checkpoints.
     (["steady.yaml", "system.checkpoint.load=nope", "eval"], "no checkpoint"),
     (["steady.yaml", "system.checkpoint.load=text.npz", "eval"], "text.npz: not a readable"),

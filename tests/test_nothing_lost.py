@@ -212,3 +212,18 @@ def test_ctrl_c_in_the_first_moments_is_one_line_without_traceback(tmp_path, del
     assert process.returncode in (130, -signal.SIGINT, 0), err
     if process.returncode == 130:
         assert err.strip().splitlines()[-1] in ("my: interrupted", "my: stopped (SIGTERM)")
+
+
+def test_a_full_disk_while_writing_a_result_file_leaves_the_previous_one(trained, monkeypatch, capsys):
+    import errno
+    assert main(["steady.yaml", "export"]) == 0
+    before = digest("export.yaml")
+
+    def full(*arguments):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["steady.yaml", "system.max_epochs=5", "export"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "my: error: cannot write export.yaml: No space left on device (nothing was changed)")
+    assert digest("export.yaml") == before
+    assert sorted(p.name for p in Path(".").iterdir() if p.name.startswith(".export")) == []

@@ -603,4 +603,7 @@ def build_model(model, input_shape, origin=None, masked=False):
             raise ConfigError(f"{builder.where('model')}: missing `model.{key}`")
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     outputs = builder.graph(model["layers"], model["graph"], {"input": inputs}, "model")
+    if outputs is inputs:
+        raise ConfigError(f"{builder.where('model.graph')}: no layer between `input` and `output`; a model needs "
+                          "at least one")
     return keras.Model(inputs, outputs, name=str(model["name"]))
