@@ -1,4 +1,4 @@
-"""Example-based tests of the YAML configuration language (config-language.md) as `mayo_lite.config` implements it."""
+"""Example-based tests of the YAML configuration language (docs/config-language.md) as `mayo_lite.config` implements it."""
 
 import subprocess
 import sys

@@ -144,7 +144,7 @@ def test_info_reports_the_effective_macs_of_fbs_md_at_nominal_density(run, capsy
                "system.info.density_batches=0", "system.info.plumbing=true", "info") == 0
     out = capsys.readouterr().out
     figures = yaml.safe_load(Path("info.yaml").read_text())
-    # fbs.md: conv MACs × in density × out density, plus C_in·d_in · C_out·d_out + H·W·C_out per gate; the
+    # docs/design/fbs-semantics.md: conv MACs × in density × out density, plus C_in·d_in · C_out·d_out + H·W·C_out per gate; the
     # classifier sees the last gate's density through dropout and pooling.
     effective, gates, density_in = 0.0, 0.0, 1.0
     for size, kernel, channels_in, channels_out in CIFARNET:

@@ -1,4 +1,4 @@
-"""GatedConv2D (Feature Boosting and Suppression) against an independent NumPy reference of shared/design/fbs.md:
+"""GatedConv2D (Feature Boosting and Suppression) against an independent NumPy reference of docs/design/fbs-semantics.md:
 gamma, the active set, outputs, regularisers, moving thresholds, gradients, masks and serialisation."""
 
 import inspect
@@ -42,7 +42,7 @@ def built(layer, channels=C_IN, seed=1):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The NumPy reference: fbs.md's formulas, written without looking at how the layer computes them.
+# The NumPy reference: docs/design/fbs-semantics.md's formulas, written without looking at how the layer computes them.
 
 def conv(x, kernel, stride, padding):
     kernel_h, kernel_w = kernel.shape[:2]
@@ -111,7 +111,7 @@ REFERENCE_REGULARIZERS = {
 
 
 def reference(layer, x, training, threshold=None):
-    """What fbs.md says `layer(x, training)` computes, from the layer's current weights."""
+    """What docs/design/fbs-semantics.md says `layer(x, training)` computes, from the layer's current weights."""
     config = layer.get_config()
     weights = {v.name: np.asarray(v, dtype=np.float64) for v in layer.weights}
     x = x.astype(np.float64)

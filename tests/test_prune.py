@@ -1,4 +1,4 @@
-"""Static pruning (`mayo_lite.prune`) against an independent NumPy reading of shared/design/pruning.md, and the masked
+"""Static pruning (`mayo_lite.prune`) against an independent NumPy reading of docs/design/pruning-algorithm.md, and the masked
 convolution it writes into: masks, thresholds, the report, argument errors, fine-tuning that keeps pruned weights
 at zero, and checkpoint round trips."""
 
@@ -104,7 +104,7 @@ def randomize(model, seed):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The NumPy reference: pruning.md step by step, one weight at a time.
+# The NumPy reference: docs/design/pruning-algorithm.md step by step, one weight at a time.
 
 def reference_saliencies(kernel, granularity, saliency, gamma):
     """Each weight of a (K_h, K_w, C_in, C_out) kernel with its group's saliency."""

@@ -1,4 +1,4 @@
-"""The YAML configuration language of mayo-lite (config-language.md): `Config` and module substitution.
+"""The YAML configuration language of mayo-lite (docs/config-language.md): `Config` and module substitution.
 
 `Config` merges the built-in defaults, YAML files and command-line overrides, and resolves `$()` references and
 `!arith` expressions lazily, when a value is read. The `cli` feeds it arguments, the `session` reads it; like

@@ -1,5 +1,5 @@
 """Feature Boosting and Suppression (Gao et al., ICLR 2019): a convolution whose output channels a small predictor
-boosts or switches off for each input. The exact semantics are shared/design/fbs.md.
+boosts or switches off for each input. Its exact semantics are docs/design/fbs-semantics.md.
 
 `GatedConv2D` is a `keras.layers.Conv2D`, so MAC counting and kernel masks treat it as one; it brings its own
 normalisation, gate and activation. `GlobalThreshold` is the one moving threshold that gated layers may share,
@@ -33,7 +33,7 @@ POOLS = {
 
 
 def _mixture(vector):
-    """Squared coefficient of variation, fbs.md's `Var(v) / (Mean(v) + ε)²`."""
+    """Squared coefficient of variation, `Var(v) / (Mean(v) + ε)²` (docs/design/fbs-semantics.md)."""
     return ops.var(vector) / ops.square(ops.mean(vector) + MIXTURE_EPSILON)
 
 
@@ -142,7 +142,7 @@ class GatedConv2D(keras.layers.Conv2D):
     the pooled input, and `active` marks the channels above the threshold (no gradient). `squeeze` gives
     `active · gamma · act(BN(conv(x)))` and `naive` gives `active · act(BN(conv(x)))` with an ordinary batch norm.
 
-    Choices fbs.md leaves open: with `factor > 0` the predictor's hidden layer uses ReLU and its biases start at
+    Choices the FBS paper leaves open (docs/design/fbs-semantics.md): with `factor > 0` the predictor's hidden layer uses ReLU and its biases start at
     the same value as the output bias (1.0 for gamma, 0.0 for beta), so no hidden unit starts dead; the `beta`
     predictor (`parametric_beta`) has no activation, so beta can be negative like the constant it replaces;
     `norm="channel"` adds `epsilon` to the per-sample variance; the output is multiplied by `active` after the

@@ -1,4 +1,4 @@
-"""The masked convolution that static pruning writes into (shared/design/pruning.md): a drop-in Conv2D whose
+"""The masked convolution that static pruning writes into (docs/design/pruning-algorithm.md): a drop-in Conv2D whose
 effective kernel is `kernel · mask`. `mayo_lite.prune` computes the masks; `GatedConv2D(use_mask=True)` takes the
 same `MaskConstraint`, so kernel pruning and FBS compose.
 """

@@ -177,7 +177,7 @@ def _convolution(builder):
     builder.finish(conv)
 
 
-# gate_params key -> GatedConv2D argument (fbs.md's table; `density` is required).
+# gate_params key -> GatedConv2D argument (docs/design/fbs-semantics.md's table; `density` is required).
 GATE_PARAMS = {
     "enable": "enable", "density": "density", "policy": "policy", "pool": "pool", "granularity": "granularity",
     "factor": "factor", "threshold": "threshold", "decay": "decay", "regularizer": "regularizer",
@@ -208,7 +208,7 @@ def _gate_arguments(builder):
         raise ConfigError(f"{builder.where_key('gate_params')}.density: missing; the fraction of output channels each "
                           "input keeps, in (0, 1]")
     arguments = {GATE_PARAMS[key]: value for key, value in params.items()}
-    # The gate takes the place of the layer's batch norm (fbs.md, parametric policy step 2), so it reads its
+    # The gate takes the place of the layer's batch norm (docs/design/fbs-semantics.md, parametric policy step 2), so it reads its
     # statistics' decay and epsilon, and whether it has a scale and an offset, from `normalizer_params`.
     normalizer = builder.normalizer()
     if normalizer is None:
@@ -546,7 +546,7 @@ class GraphBuilder:
 
 
 # What starts a gated layer's variables when a dense checkpoint is loaded into a gated model: the variable of the
-# dense layer's batch norm (`<name>.bn`). fbs.md: the predictor's bias starts from the dense scale and beta from the
+# dense layer's batch norm (`<name>.bn`). docs/design/fbs-semantics.md: the predictor's bias starts from the dense scale and beta from the
 # dense offset, so at density 1.0 the gated model computes almost what the dense one did.
 _DENSE_SOURCES = {
     "parametric": {"moving_mean": "moving_mean", "moving_variance": "moving_variance", "beta": "beta",

@@ -5,7 +5,7 @@ pooling are not counted), which is the convention of Mayo and of the published f
 is 174,301,824 MACs.
 
 With gated (FBS) convolutions a layer computes only the channels that are active on both sides, so its effective
-cost is the dense cost times its input density times its output density (fbs.md, "What it costs"). The density of
+cost is the dense cost times its input density times its output density (docs/design/fbs-semantics.md, "Cost"). The density of
 every tensor is followed through the graph: a gated layer's output has its gate density (measured, or nominal),
 layers that map a zero channel to a zero channel carry their input's, and any other layer's output is dense.
 With pruning masks (static pruning), a convolution computes only its remaining weights: its cost is also
@@ -66,7 +66,7 @@ def nominal_density(layer):
 
 
 def gate_macs(layer, in_density, out_density):
-    """The predictor's MACs on the active inputs and outputs, plus the gamma multiplication (fbs.md)."""
+    """The predictor's MACs on the active inputs and outputs, plus the gamma multiplication (docs/design/fbs-semantics.md)."""
     _, height, width, channels_out = _static(layer.output.shape)
     channels_in = _static(layer.input.shape)[-1]
     sizes = [channels_in, math.ceil(channels_out / layer.factor), channels_out] if layer.factor else [
@@ -78,7 +78,7 @@ def gate_macs(layer, in_density, out_density):
 
 
 # Layers whose output channel is zero wherever their input channel is: the input density passes through.
-# Batch norm is listed as fbs.md says, although its offset makes a zero channel non-zero; in gated models the
+# Batch norm is listed as docs/design/fbs-semantics.md says, although its offset makes a zero channel non-zero; in gated models the
 # normalisation sits inside the gated layer, before the gate.
 DENSITY_CARRIERS = (
     keras.layers.Dropout, keras.layers.Identity, keras.layers.Activation, keras.layers.BatchNormalization,

@@ -1,4 +1,4 @@
-"""Static pruning (shared/design/pruning.md): saliencies of convolution weights, a threshold, and masks written into
+"""Static pruning (docs/design/pruning-algorithm.md): saliencies of convolution weights, a threshold, and masks written into
 the masked convolutions of `mayo_lite.layers`, with a report counted as the reference counts it.
 
 The session's `prune` action calls `prune_model`; everything here also works on any Keras model built with

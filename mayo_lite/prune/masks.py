@@ -36,7 +36,7 @@ def _selected(model, layers):
 
 
 def prune_model(model, percent=0.3, granularity="kernel", saliency="max", scope="global", layers=None):
-    """Prunes the convolution weights of `model` with the lowest saliency (shared/design/pruning.md).
+    """Prunes the convolution weights of `model` with the lowest saliency (docs/design/pruning-algorithm.md).
 
     Every weight carries the saliency of its group (granularity); with `total` weights sorted by saliency, the
     threshold is the value at index `int(total · percent)`, and a weight is kept when its saliency is strictly above

@@ -1,4 +1,4 @@
-"""How much each convolution weight matters (shared/design/pruning.md): one saliency per pruning group — a weight,
+"""How much each convolution weight matters (docs/design/pruning-algorithm.md): one saliency per pruning group — a weight,
 a kernel, a filter or a channel — carried by every weight of the group, so that a threshold over weights weighs
 each group by its size. Thresholds and masks are the neighbouring modules' business."""
 

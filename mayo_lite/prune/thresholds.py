@@ -1,4 +1,4 @@
-"""The pruning threshold of shared/design/pruning.md step 3, over all selected layers together (`global` scope) or
+"""The pruning threshold of docs/design/pruning-algorithm.md step 3, over all selected layers together (`global` scope) or
 over each layer alone (`layer` scope). A weight is kept when its saliency is strictly above the threshold."""
 
 import math
@@ -11,7 +11,7 @@ def global_threshold(saliencies, percent):
     ascending, the value at index `int(total · percent)`.
 
     `percent == 0` gives -inf, which prunes nothing; taken literally the reference would still prune the weights
-    tied at the smallest saliency (pruning.md step 4).
+    tied at the smallest saliency (docs/design/pruning-algorithm.md step 4).
     """
     if percent == 0:
         return -math.inf

@@ -2,7 +2,7 @@
 
 Nothing is ever imported from a config string. Each kind (optimizer, schedule, initializer, regularizer,
 normalizer, activation) has a fixed table of names; the Mayo/TF1 spellings are entries of the same tables with
-their argument names translated, so Mayo YAML files port with few edits (config-language.md, Object specs).
+their argument names translated, so Mayo YAML files port with few edits (docs/config-language.md).
 """
 
 import difflib

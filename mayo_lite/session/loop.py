@@ -1,7 +1,7 @@
 """The training and evaluation loops of a session.
 
 A custom step under `strategy.run` rather than `Model.fit`: `fit` fails under MultiWorkerMirroredStrategy
-(architecture.md, measured with TF 2.21), and one code path must serve every strategy. Keras' `Progbar` still
+(measured with TF 2.21: "Attempt to convert a value (PerReplica...) to a Tensor"), and one code path must serve every strategy. Keras' `Progbar` still
 draws the progress bar. Each step returns summed counts that are reduced across replicas, so the figures are
 exact whatever the number of replicas. For a gated (FBS) model the steps also return the fraction of channels
 the gates kept, which the progress bar, `eval` and `info` report.

@@ -41,7 +41,7 @@ def ranked(values, count):
 
 class GatedStep(Step):
     """A `GatedConv2D` in inference, computing only the output channels its gate keeps for this image from only the
-    input channels that are present (fbs.md steps 1-7; the same function as `GatedConv2D.call(training=False)`).
+    input channels that are present (docs/design/fbs-semantics.md steps 1-7; the same function as `GatedConv2D.call(training=False)`).
 
     The normalisation is folded into the kernel (`W·inv`, bias `−mean·inv`), so the output of a kept channel c is
     `act(g_c·(conv_c + bias_c) + beta_c)`, with g_c the gate's gamma: the top-k values are reused as gamma. With the
