@@ -3,7 +3,7 @@
 The command line calls `check_settings` before each action: a bad value costs nothing (no model built, no
 checkpoint read, no epoch trained) and prints one line naming the file and key. Without TensorFlow, so it answers
 at once. Settings of one action only (the `prune:` section, the trainer) are checked by that action's own check in
-`mayo_lite.session.actions.CHECKS`, also before any work.
+`check` functions of `mayo_lite.session.actions`, also before any work.
 """
 
 import tempfile

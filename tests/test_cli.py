@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mayo_lite.cli import ACTION_HELP, main
-from mayo_lite.session import ACTIONS
+from mayo_lite.session.actions import ACTIONS, load
 from mayo_lite.session.checkpoint import read
 from tests.synthetic import synthetic_dataset
 
@@ -53,6 +53,23 @@ def digest(directory):
 
 def test_every_action_has_help_and_an_implementation():
     assert set(ACTIONS) == set(ACTION_HELP)
+    for name in ACTIONS:
+        action, check = load(name)
+        assert callable(action) and (check is None or callable(check)), name
+
+
+def test_the_readme_table_of_actions_is_the_table_of_actions():
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `([a-z-]+)` \|", readme.split("| action | what it does |")[1], re.M)
+    assert rows == list(ACTIONS)
+
+
+def test_help_does_not_load_tensorflow():
+    code = ("import sys, io, contextlib; from mayo_lite.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]
 
 
 def test_help_lists_every_action(capsys):

@@ -17,28 +17,16 @@ from mayo_lite import __version__
 from mayo_lite.config import Config
 from mayo_lite.config.keys import shorten
 from mayo_lite.errors import Interrupted, UserError
+from mayo_lite.session.actions import ACTIONS
+from mayo_lite.session.actions import load as load_action
 from mayo_lite.settings import check_settings
 
 log = logging.getLogger("mayo_lite")
 
 MAX_ERROR = 400  # characters of an error line; a value echoed in it is cut
 
-# The descriptions of the actions in mayo_lite.session.actions.ACTIONS (a test checks both list the same names).
-ACTION_HELP = {
-    "train": "train until system.max_epochs (float epoch counter, restored from checkpoints), saving checkpoints",
-    "eval": "evaluate on the validation split; print top-1, top-5 and, for a gated model, the mean gate density",
-    "info": "per-layer output shape, parameters and MACs (gated models: densities, effective MACs), and totals",
-    "reset-num-epochs": "set the epoch counter to 0, so a loaded checkpoint trains a full schedule again",
-    "save": "save the current session as checkpoint `latest`",
-    "export": "write the fully merged, fully resolved config to export.yaml",
-    "eval-all": "evaluate every saved checkpoint of the run and write eval_all.csv",
-    "prune": "prune convolution weights as the prune: section says (kernel level by default), report accuracy "
-             "before and after, save checkpoint `pruned`",
-    "export-model": "write a deployable model (.keras and SavedModel) with pruning masks folded into the weights, "
-                    "under system.export.path; a gated model also as its sparse SavedModel",
-    "bench": "time one-image inference side by side: dense Keras, folded and compiled, TensorFlow Lite, and for "
-             "a gated model its sparse execution; print the ratios",
-}
+# Action name -> help text, from the one table of actions (mayo_lite.session.actions; no TensorFlow there).
+ACTION_HELP = {name: action.help for name, action in ACTIONS.items()}
 
 USAGE = """usage: my ARG [ARG ...]
 
@@ -77,7 +65,7 @@ class Runner:
     def session(self):
         if self._session is None or self._session.version != self.cfg.version:
             previous, self._session = self._session, None
-            from mayo_lite.session import Session
+            from mayo_lite.session.session import Session
             self._session = Session(self.cfg, continue_from=self._continuation(previous))
         return self._session
 
@@ -99,12 +87,13 @@ class Runner:
         _configure_logging(self.cfg.get("system.log.level", "info"))
         check_settings(self.cfg, name)  # before anything is built, read or written
         with _native_notices_silenced(not log.isEnabledFor(logging.DEBUG)):
-            from mayo_lite.session import ACTIONS, CHECKS, prepare_devices  # TensorFlow loads only now
+            from mayo_lite.session.session import prepare_devices  # TensorFlow loads only now
+            action, check = load_action(name)
         prepare_devices(self.cfg)
-        if name in CHECKS:
-            CHECKS[name](self.cfg)
+        if check is not None:
+            check(self.cfg)
         log.debug("action %s", name)
-        ACTIONS[name](self)
+        action(self)
 
 
 @contextlib.contextmanager

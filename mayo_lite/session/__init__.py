@@ -1,6 +1,3 @@
-"""The session room: one run's model, data, optimizer, epoch counter and checkpoints, and the actions on it."""
-
-from mayo_lite.session.actions import ACTIONS, CHECKS
-from mayo_lite.session.session import Session, prepare_devices
-
-__all__ = ["ACTIONS", "CHECKS", "Session", "prepare_devices"]
+"""The session room: one run's model, data, optimizer, epoch counter and checkpoints (`session.Session`), and the
+actions on it (`actions`, one module each). Importing the package imports nothing else, so the command line can
+read the table of actions without loading TensorFlow."""

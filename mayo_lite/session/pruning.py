@@ -1,4 +1,5 @@
-"""The `prune:` section of a config: one-shot pruning (the `prune` action) and gradual pruning during `train`.
+"""The `prune:` section of a config, read and checked, for one-shot pruning (the `prune` action) and gradual
+pruning during `train`.
 
 The algorithms are `mayo_lite.prune`'s; this module reads and checks the section, so that a bad setting is a
 configuration error naming its key before anything is evaluated, pruned or written.
@@ -7,12 +8,7 @@ configuration error naming its key before anything is evaluated, pruned or writt
 import logging
 import math
 
-import keras
-import yaml
-
-from mayo_lite.errors import ConfigError, DataError
-from mayo_lite.files import write_atomically
-from mayo_lite.layers import GatedConv2D
+from mayo_lite.errors import ConfigError
 from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, PruneArgumentError, prunable_layers,
                              prune_model)
 from mayo_lite.prune.schedule import SCHEDULES, PruneSchedule
@@ -56,7 +52,7 @@ def settings(cfg):
     return values
 
 
-def _arguments(values, selected):
+def prune_arguments(values, selected):
     arguments = {key: values[key] for key in ("percent", "granularity", "saliency", "scope")}
     arguments["layers"] = [layer.name for layer in selected]
     return arguments
@@ -91,7 +87,7 @@ def schedule(cfg, model):
     if resolved is None:
         return None
     values = settings(cfg)
-    return _Gradual(resolved, _arguments(values, check_layers(cfg, model, values)))
+    return _Gradual(resolved, prune_arguments(values, check_layers(cfg, model, values)))
 
 
 def check_schedule(cfg):
@@ -144,68 +140,3 @@ class _Gradual:
         self.last_percent = percent
         log.info("step %d, epoch %.3f: pruned to %.2f%% of the selected weights (%d of %d)", step, epoch,
                  100 * report.ratio, report.pruned, report.total)
-
-
-def prune(runner):
-    """Evaluates, prunes as the `prune` section says, evaluates again, prints the report and saves the checkpoint."""
-    cfg = runner.cfg
-    values = settings(cfg)
-    session = runner.session()
-    arguments = _arguments(values, check_layers(cfg, session.model, values))
-    before = _accuracy(session)
-    report = prune_model(session.model, **arguments)
-    after = _accuracy(session)
-    print(report.text())
-    if before is not None:
-        print(f"accuracy before pruning: top1: {before['top1']:.2%}, top5: {before['top5']:.2%}")
-        print(f"accuracy after pruning:  top1: {after['top1']:.2%}, top5: {after['top5']:.2%}", flush=True)
-    if values["recalibrate"]:
-        examples = recalibrate_batch_norms(session, values["recalibrate"])
-        recalibrated = _accuracy(session)
-        if recalibrated is not None:
-            print(f"accuracy after recalibrating the batch norms on {examples} training images: "
-                  f"top1: {recalibrated['top1']:.2%}, top5: {recalibrated['top5']:.2%}", flush=True)
-    path = session.save(values["name"])
-    session.measured_densities = None
-    if cfg.get("system.info.plumbing", False):
-        figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "checkpoint": str(path),
-                   **{key: values[key] for key in ("percent", "granularity", "saliency", "scope", "layers")},
-                   "layers": [{"name": name, "total": layer.total, "remaining": layer.remaining}
-                              for name, layer in report.layers.items()],
-                   "total": report.total, "pruned": report.pruned, "ratio": round(report.ratio, 6),
-                   "empty_layers": report.empty_layers}
-        if before is not None:
-            figures.update({"before": {k: round(before[k], 6) for k in ("top1", "top5")},
-                            "after": {k: round(after[k], 6) for k in ("top1", "top5")}})
-        write_atomically("prune.yaml", yaml.safe_dump(figures, sort_keys=False))
-        log.info("wrote prune.yaml")
-    return report
-
-
-def recalibrate_batch_norms(session, batches):
-    """Re-estimates every batch norm's moving mean and variance (gated layers' included) as the plain average of
-    their batch statistics over `batches` training batches; no weight changes. Returns the number of images."""
-    model = session.model
-    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
-              or (isinstance(layer, GatedConv2D) and layer.norm == "batch")]
-    momenta = [layer.momentum for layer in layers]
-    examples = 0
-    try:
-        for number, (images, *_) in enumerate(session.pipeline("train").take(batches), start=1):
-            for layer in layers:  # a running average: after n batches each batch weighs 1/n
-                layer.momentum = 1.0 - 1.0 / number
-            model(images, training=True)  # eagerly, so the momenta are read at every call
-            examples += int(images.shape[0])
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    log.info("recalibrated %d batch norms on %d training images", len(layers), examples)
-    return examples
-
-
-def _accuracy(session):
-    try:
-        return session.loops.evaluate(progress=False)
-    except DataError as error:
-        log.info("no accuracy before and after pruning: %s", error)
-        return None

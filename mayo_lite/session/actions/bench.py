@@ -20,7 +20,7 @@ from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.files import write_atomically
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model, static_width, without_gates
-from mayo_lite.session.deploy import copy_folded
+from mayo_lite.session.actions.export_model import copy_folded
 from mayo_lite.sparse import SparseGatedModel, UnsupportedModel
 from mayo_lite.sparse.benchmark import measure, speedups, table
 
@@ -107,3 +107,23 @@ def bench(runner):
         write_atomically("bench.yaml", yaml.safe_dump(record, sort_keys=False))
         log.info("wrote bench.yaml")
     return milliseconds
+
+
+def check_bench(cfg):
+    """A gate that sparse execution cannot run is refused before the model is built or timed."""
+    for path, params in _gate_params(cfg.get("model"), "model"):
+        if isinstance(params, dict) and params.get("norm", "batch") != "batch":
+            raise ConfigError(f"{cfg.where(path + '.norm')}: bench runs gated models sparsely, which needs "
+                              f"norm: batch (moving statistics); norm: {params['norm']} normalises each image by "
+                              "its own moments")
+
+
+def _gate_params(spec, path):
+    if isinstance(spec, dict):
+        if spec.get("type") == "gated_convolution":
+            yield f"{path}.gate_params", spec.get("gate_params")
+        for key, value in spec.items():
+            yield from _gate_params(value, f"{path}.{key}")
+    elif isinstance(spec, list):
+        for index, value in enumerate(spec):
+            yield from _gate_params(value, f"{path}.{index}")

@@ -1,0 +1,44 @@
+"""The actions of the `my` command, one module each, in one table with their help text.
+
+Nothing here imports TensorFlow: the command line reads the table for `my --help` and for its checks of the
+arguments, and imports an action's module only when the action runs. The README's table of actions is tested
+against this one.
+"""
+
+import importlib
+from typing import NamedTuple, Optional
+
+
+class Action(NamedTuple):
+    module: str  # under mayo_lite.session.actions
+    function: str
+    help: str
+    check: Optional[str] = None  # a function of the config in the same module, run before any work
+
+
+ACTIONS = {
+    "train": Action("train", "train", "train until system.max_epochs, saving checkpoints", "check_train"),
+    "eval": Action("evaluate", "evaluate", "evaluate on the validation split (top-1, top-5, gate density)"),
+    "info": Action("info", "info", "per-layer shapes, parameters and MACs; gate and weight densities"),
+    "reset-num-epochs": Action("reset_num_epochs", "reset_num_epochs",
+                               "set the epoch counter to 0 (fine-tune a loaded checkpoint for a full schedule)"),
+    "save": Action("save", "save", "save the session as checkpoint `latest`"),
+    "export": Action("export", "export", "write the merged, resolved config to export.yaml"),
+    "eval-all": Action("eval_all", "eval_all", "evaluate every saved checkpoint of the run and write eval_all.csv"),
+    "prune": Action("prune", "prune", "prune convolution weights as the prune: section says (kernel level by "
+                                      "default), report accuracy before and after, save checkpoint `pruned`",
+                    "check_prune"),
+    "export-model": Action("export_model", "export_model",
+                           "write a deployable model (.keras and SavedModel) with pruning masks folded into the "
+                           "weights, under system.export.path; a gated model also as its sparse SavedModel"),
+    "bench": Action("bench", "bench", "time one-image inference side by side: dense Keras, folded and compiled, "
+                                      "TensorFlow Lite, and for a gated model its sparse execution; print the ratios",
+                    "check_bench"),
+}
+
+
+def load(name):
+    """(the action's function, its check or None), imported now."""
+    action = ACTIONS[name]
+    module = importlib.import_module(f"{__name__}.{action.module}")
+    return getattr(module, action.function), getattr(module, action.check) if action.check else None

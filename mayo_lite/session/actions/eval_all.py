@@ -1,0 +1,34 @@
+"""The `eval-all` action: every checkpoint of the run evaluated, and `eval_all.csv`."""
+
+import csv
+import io
+import logging
+
+from mayo_lite.errors import ConfigError
+from mayo_lite.files import write_atomically
+from mayo_lite.session.loop import epoch_text
+
+log = logging.getLogger("mayo_lite")
+
+
+def eval_all(runner):
+    session = runner.session()
+    paths = session.store.available()
+    if not paths:
+        raise ConfigError(f"eval-all: no checkpoints in {session.store.directory}")
+    rows = []
+    for path in paths:
+        session.load(path)
+        result = session.loops.evaluate(progress=False)
+        rows.append({"checkpoint": path.stem, "epoch": session.epoch.value,
+                     "top1": round(result["top1"], 6), "top5": round(result["top5"], 6)})
+        print(f"{path.stem}: epoch {epoch_text(session.epoch.value)}, top1: {result['top1']:.2%}, "
+              f"top5: {result['top5']:.2%}", flush=True)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically("eval_all.csv", table.getvalue())
+    log.info("wrote eval_all.csv")
+    # The session now holds the last checkpoint's weights, not the selected one: build afresh next time.
+    runner.discard_session()

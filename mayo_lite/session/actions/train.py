@@ -1,0 +1,61 @@
+"""The `train` action: train until `system.max_epochs`, saving checkpoints as `system.checkpoint.save` says."""
+
+import logging
+import math
+
+import tensorflow as tf
+
+from mayo_lite import registry
+from mayo_lite.errors import ConfigError
+from mayo_lite.session import pruning
+from mayo_lite.session.actions.common import max_epochs as _max_epochs
+from mayo_lite.session.checkpoint import epoch_name
+from mayo_lite.session.loop import epoch_text
+
+log = logging.getLogger("mayo_lite")
+
+
+def train(runner):
+    cfg = runner.cfg
+    session = runner.session()
+    if session.optimizer is None:
+        raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
+    session.measured_densities = None  # the gates change with the weights
+    gradual = pruning.schedule(cfg, session.model)
+    max_epochs = _max_epochs(cfg)
+    interval = cfg.get("system.checkpoint.save.interval")
+    keep = cfg.get("system.checkpoint.save.keep", None)
+    if session.epoch.value >= max_epochs - 1e-9:
+        log.info("already trained to epoch %s (system.max_epochs=%s); reset-num-epochs trains a full schedule "
+                 "again", epoch_text(session.epoch.value), epoch_text(max_epochs))
+        return
+
+    def on_epoch_end(epoch):
+        if interval and float(epoch).is_integer() and int(epoch) % int(interval) == 0:
+            session.save(epoch_name(epoch))
+            if keep:
+                session.store.prune_numbered(int(keep))
+        session.save("latest")
+    session.loops.train(max_epochs, on_epoch_end, after_step=None if gradual is None else gradual.after_step,
+                        on_interrupt=lambda epoch: session.save("latest"))
+
+
+def check_train(cfg):
+    """What `train` will use, checked before the session is built: the trainer, its learning rate over the whole
+    schedule, its optimizer and a gradual pruning schedule."""
+    if cfg.get("train", None) is None:
+        raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
+    where = cfg.where("train.learning_rate")
+    schedule = registry.learning_rate_schedule(cfg.get("train.learning_rate"), where)
+    max_epochs = _max_epochs(cfg)
+    for epoch in (0.0, max_epochs / 2, max_epochs):
+        try:
+            rate = float(schedule(tf.constant(epoch, tf.float32)))
+        except (TypeError, ValueError, tf.errors.OpError) as error:
+            raise ConfigError(f"{where}: cannot compute the learning rate at epoch {epoch:g} "
+                              f"({type(error).__name__}: {str(error).splitlines()[0][:160]})") from None
+        if not math.isfinite(rate) or rate < 0:
+            raise ConfigError(f"{where}: the learning rate at epoch {epoch:g} is {rate}; expected a finite "
+                              "non-negative number")
+    registry.build("optimizer", cfg.get("train.optimizer"), cfg.where("train.optimizer"))
+    pruning.check_schedule(cfg)
