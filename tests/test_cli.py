@@ -1,6 +1,5 @@
 """The `my` command end to end on small data: actions, checkpoints, the epoch counter and every bad input."""
 
-import hashlib
 import os
 import re
 import subprocess
@@ -13,7 +12,8 @@ import yaml
 
 from mayo_lite.cli import ACTION_HELP, main
 from mayo_lite.session.actions import ACTIONS, load
-from mayo_lite.session.checkpoint import read
+from mayo_lite.weights.checkpoint import read
+from tests.conftest import digest_directory
 from tests.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +47,7 @@ def checkpoints(tmp_path):
     return tmp_path / "checkpoints" / "tiny" / "synthetic"
 
 
-def digest(directory):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(directory).glob("*"))}
+digest = digest_directory
 
 
 def test_every_action_has_help_and_an_implementation():

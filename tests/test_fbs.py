@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from mayo_lite.cli import Runner, main
+from mayo_lite.cli import Runner
 from mayo_lite.config import Config
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.net import build_model, layer_table, totals
-from mayo_lite.session.checkpoint import read
+from mayo_lite.weights.checkpoint import read
 from tests.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +53,9 @@ model:
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch):
+def run(workspace):
     """Runs `my` in-process in a scratch directory holding dense.yaml and gate.yaml; returns the exit status."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dense.yaml").write_text(DENSE)
-    (tmp_path / "gate.yaml").write_text(GATED)
-    return lambda *arguments: main(list(arguments))
+    return workspace({"dense.yaml": DENSE, "gate.yaml": GATED})
 
 
 def gated_layers_of(files, overrides=(), shape=(32, 32, 3), name="cifar10"):

@@ -1,11 +1,9 @@
 """A user's checkpoint survives whatever happens: corrupt files, NaN data or weights, a stop request while the
 pipeline is busy; and epochs end where `num_examples_per_epoch` says."""
 
-import hashlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +14,9 @@ from hypothesis import strategies as st
 
 from mayo_lite.cli import main
 from mayo_lite.errors import CheckpointError
-from mayo_lite.session import checkpoint
+from mayo_lite.weights import checkpoint
 from mayo_lite.session.loop import Loops
+from tests.conftest import digest_file
 from tests.test_reliability import MODEL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +31,7 @@ def trained(tmp_path, monkeypatch):
     return tmp_path
 
 
-def digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+digest = digest_file
 
 
 # -- corrupt checkpoints: the right values or the project's error, never another exception, never a change ------

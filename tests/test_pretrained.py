@@ -1,4 +1,4 @@
-"""Pretrained weights of Keras Applications and torchvision mapped onto the YAML models (mayo_lite.session.pretrained).
+"""Pretrained weights of Keras Applications and torchvision mapped onto the YAML models (mayo_lite.weights).
 
 Numerical: each source network gets random weights (random batch-norm statistics and biases too, so that every
 mapping rule matters), its weights go through the importer into this project's model, and both networks run on the
@@ -19,9 +19,11 @@ import keras
 from mayo_lite.config import Config
 from mayo_lite.errors import CheckpointError
 from mayo_lite.net import build_model
-from mayo_lite.session import pretrained
-from mayo_lite.session.pretrained import _from_keras_application, read_pretrained
-from mayo_lite.session.checkpoint import read
+from mayo_lite.weights import read_pretrained
+from mayo_lite.weights import torchvision as pretrained
+from mayo_lite.weights.architectures import TORCHVISION
+from mayo_lite.weights.keras_applications import from_keras_application
+from mayo_lite.weights.checkpoint import read
 
 import torch  # a test-only reference (requirements.txt); torchvision is not needed
 from torch import nn
@@ -86,7 +88,7 @@ def test_keras_vgg16_maps_exactly():
     application = keras.applications.VGG16(weights=None, classifier_activation=None, input_shape=(64, 64, 3))
     randomize_keras(application, 1)
     model = build("vgg16", 64)
-    values = _from_keras_application(application, "vgg16", model)
+    values = from_keras_application(application, "vgg16", model)
     assert len(values) == 32  # 16 weighted layers, kernel and bias
     assign(model, values)
     x = images(64)
@@ -101,7 +103,7 @@ def test_keras_mobilenet_maps_exactly():
     application = keras.applications.MobileNet(weights=None, classifier_activation=None, input_shape=(128, 128, 3))
     randomize_keras(application, 2)
     model = build("mobilenet", 128)
-    values = _from_keras_application(application, "mobilenet", model)
+    values = from_keras_application(application, "mobilenet", model)
     assign(model, values)
     x = images(128, 1)
     difference = np.max(np.abs(forward(application, x) - forward(model, x)))
@@ -119,7 +121,7 @@ def keras_resnet50():
 def test_keras_resnet50_maps_exactly_onto_the_v1_layout(keras_resnet50):
     # Convolution biases fold into the batch norms' moving means; Keras' epsilon 1.001e-5 into the variances.
     model = build("resnet50", 64, overrides=RESNET50_V1)
-    values = _from_keras_application(keras_resnet50, "resnet50", model)
+    values = from_keras_application(keras_resnet50, "resnet50", model)
     assert "model/b21.conv1/bias" not in values
     assign(model, values)
     x = images(64, 2)
@@ -131,7 +133,7 @@ def test_keras_resnet50_maps_exactly_onto_the_v1_layout(keras_resnet50):
 def test_keras_resnet50_is_refused_for_the_v15_layout(keras_resnet50):
     model = build("resnet50", 64)
     with pytest.raises(CheckpointError, match=r"b21\.conv1 has stride 1 where conv3_block1_1_conv has 2.*torchvision"):
-        _from_keras_application(keras_resnet50, "resnet50", model)
+        from_keras_application(keras_resnet50, "resnet50", model)
     # read_pretrained refuses before building (and downloading) anything.
     with pytest.raises(CheckpointError, match=r"^keras:resnet50: .*stride.*torchvision:/path/resnet50"):
         read_pretrained("keras:resnet50", model)
@@ -410,7 +412,7 @@ def test_the_tables_cover_every_tensor_of_the_torch_networks():
                 "vgg16": VGG(batch_norm=False, hidden=8), "vgg16_bn": VGG(batch_norm=True, hidden=8)}
     for name, network in networks.items():
         keys = {key for key in network.state_dict() if not key.endswith("num_batches_tracked")}
-        assert pretrained._expected_keys(pretrained.TORCHVISION[name]) == keys, name
+        assert pretrained.expected_keys(TORCHVISION[name]) == keys, name
 
 
 def test_the_runner_loads_a_state_dict_named_by_system_checkpoint_load(tmp_path, monkeypatch, capsys):

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from mayo_lite.cli import main
 from mayo_lite.prune.schedule import PruneSchedule
-from mayo_lite.session.checkpoint import read
+from mayo_lite.weights.checkpoint import read
 from tests.synthetic import synthetic_dataset
 
 MODEL = """
@@ -47,10 +46,8 @@ CHECKPOINTS = Path("checkpoints/small/synthetic")
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "small.yaml").write_text(MODEL)
-    return lambda *arguments: main(list(arguments))
+def run(workspace):
+    return workspace({"small.yaml": MODEL})
 
 
 def masks_of(path):

@@ -2,7 +2,6 @@
 checkpoint."""
 
 import errno
-import hashlib
 import signal
 import subprocess
 import time
@@ -11,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mayo_lite.cli import main
-from mayo_lite.session import checkpoint as checkpoint_module
-from mayo_lite.session.checkpoint import read
+from mayo_lite.weights import checkpoint as checkpoint_module
+from mayo_lite.weights.checkpoint import read
 from mayo_lite.session.loop import Loops
+from tests.conftest import digest_directory
 from tests.synthetic import synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,13 +38,8 @@ LATEST = Path("checkpoints/steady/synthetic/latest.npz")
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch):
-    # As in an interactive shell, whatever the test runner inherited (a background job ignores SIGINT).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "steady.yaml").write_text(MODEL)
-    yield lambda *arguments: main(list(arguments))
-    signal.signal(signal.SIGINT, previous)
+def run(workspace):
+    return workspace({"steady.yaml": MODEL})
 
 
 def signal_at_steps(monkeypatch, steps, number=signal.SIGINT):
@@ -120,8 +114,7 @@ def test_sigterm_saves_latest_before_exiting(tmp_path):
     assert 0 < epoch < 1
 
 
-def digest(directory):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(directory).iterdir())}
+digest = digest_directory
 
 
 def test_divergence_stops_with_the_step_and_epoch_and_keeps_the_last_good_checkpoint(run, capsys):

@@ -11,17 +11,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite import registry
+from mayo_lite import registry, weights
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
-from mayo_lite.session import checkpoint, pretrained
 from mayo_lite.session.loop import DivergedError, Loops, epoch_text
+from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")
 
-# `system.checkpoint.load` selectors of pretrained weights from other frameworks (mayo_lite.session.pretrained).
-PRETRAINED_PREFIXES = ("keras:", "torchvision:")
+# `system.checkpoint.load` selectors of pretrained weights from other frameworks (mayo_lite.weights).
 
 # Listed once, at import: the CLI imports this module with TensorFlow's native start-up notices silenced.
 GPUS = tf.config.list_physical_devices("GPU")
@@ -227,7 +226,7 @@ class Session:
         selector = self.selector
         if selector is None:
             return None
-        if isinstance(selector, str) and selector.startswith(PRETRAINED_PREFIXES):
+        if isinstance(selector, str) and selector.startswith(weights.PRETRAINED_PREFIXES):
             return selector
         path = self.store.locate(selector)
         if not path.is_file():
@@ -255,8 +254,8 @@ class Session:
 
     def load(self, path):
         """Loads a checkpoint file (or, for a `keras:` / `torchvision:` selector, pretrained weights)."""
-        if isinstance(path, str) and path.startswith(PRETRAINED_PREFIXES):
-            stored, description = pretrained.read_pretrained(path, self.model)
+        if isinstance(path, str) and path.startswith(weights.PRETRAINED_PREFIXES):
+            stored, description = weights.read_pretrained(path, self.model)
             return self._assign(stored, 0.0, {"model": description}, path, description)
         stored, epoch, meta = checkpoint.read(path)
         return self._assign(stored, epoch, meta, path, f"checkpoint {path}")

@@ -9,7 +9,7 @@ from mayo_lite import registry
 from mayo_lite.errors import ConfigError
 from mayo_lite.session import pruning
 from mayo_lite.session.actions.common import max_epochs as _max_epochs
-from mayo_lite.session.checkpoint import epoch_name
+from mayo_lite.weights.checkpoint import epoch_name
 from mayo_lite.session.loop import epoch_text
 
 log = logging.getLogger("mayo_lite")
