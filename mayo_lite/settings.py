@@ -61,6 +61,10 @@ def check_settings(cfg, action):
     cfg.boolean("system.info.plumbing")
     cfg.integer("system.info.density_batches", 0)
     _search_path(cfg)
+    for key in ("system.log.tensorboard", "system.log.history"):
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise located_error(cfg.origin(key), key, f"expected a path or null, got {value!r}")
     if action == "export":
         return
     cfg.name("model.name")

@@ -81,11 +81,11 @@ def test_help_lists_every_action(capsys):
 def test_train_saves_checkpoints_and_continues_from_the_saved_epoch(run, tmp_path, capsys):
     assert run("tiny.yaml", "system.max_epochs=1", "train") == 0
     directory = checkpoints(tmp_path)
-    assert {p.name for p in directory.iterdir()} == {"epoch-1.npz", "latest.npz"}
+    assert {p.name for p in directory.glob("*.npz")} == {"epoch-1.npz", "latest.npz"}
     assert read(directory / "latest.npz")[1] == 1.0
     # Running train again continues: only epoch 2 is trained.
     assert run("tiny.yaml", "train") == 0
-    assert {p.name for p in directory.iterdir()} == {"epoch-1.npz", "epoch-2.npz", "latest.npz"}
+    assert {p.name for p in directory.glob("*.npz")} == {"epoch-1.npz", "epoch-2.npz", "latest.npz"}
     assert read(directory / "latest.npz")[1] == 2.0
     # Already at max_epochs: nothing happens, nothing is rewritten.
     before = digest(directory)
@@ -256,7 +256,7 @@ def test_two_replicas_train_through_the_same_step(tmp_path):
 
 def test_save_keep_limits_numbered_checkpoints(run, tmp_path):
     assert run("tiny.yaml", "system.checkpoint.save.keep=1", "train") == 0
-    assert {p.name for p in checkpoints(tmp_path).iterdir()} == {"epoch-2.npz", "latest.npz"}
+    assert {p.name for p in checkpoints(tmp_path).glob("*.npz")} == {"epoch-2.npz", "latest.npz"}
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(run, tmp_path, capsys):

@@ -144,7 +144,7 @@ def test_an_epoch_smaller_than_the_split_runs_exactly_its_steps(tmp_path, monkey
     assert len(steps) == 9
     np.testing.assert_allclose(steps, np.arange(9) / 3, atol=1e-9)  # the counter before each step
     run = Path("checkpoints/lenet5/fashion_mnist")
-    assert sorted(p.name for p in run.iterdir()) == ["epoch-1.npz", "epoch-2.npz", "epoch-3.npz", "latest.npz"]
+    assert sorted(p.name for p in run.glob("*.npz")) == ["epoch-1.npz", "epoch-2.npz", "epoch-3.npz", "latest.npz"]
     assert checkpoint.read(run / "epoch-2.npz")[1] == 2.0
     assert checkpoint.read(run / "latest.npz")[1] == 3.0
 

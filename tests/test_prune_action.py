@@ -2,7 +2,6 @@
 pruning during `train`, and `info` with weight densities. The algorithm itself is checked against NumPy in
 test_prune.py."""
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import yaml
 
 from mayo_lite.prune.schedule import PruneSchedule
 from mayo_lite.weights.checkpoint import read
+from tests.conftest import digest_directory
 from tests.synthetic import synthetic_dataset
 
 MODEL = """
@@ -100,8 +100,7 @@ def test_the_recipe_in_one_command_prunes_then_fine_tunes(run, capsys):
     assert "with pruning masks: dense" in captured.out
 
 
-def digest(directory):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(directory).glob("*"))}
+digest = digest_directory
 
 
 BAD_PRUNING = [

@@ -207,7 +207,17 @@ ACTIVATIONS.update({
     "tensorflow.nn.softmax": ActivationSpec("softmax"),
 })
 
+# Keras callbacks a trainer may list in `train.callbacks` (they receive the loop's logs: loss, top1, top5,
+# learning_rate, regularization_loss, density and each gated layer's density).
+CALLBACKS = {
+    "EarlyStopping": Entry(keras.callbacks.EarlyStopping, ["monitor", "min_delta", "patience", "mode", "baseline",
+                                                          "start_from_epoch"]),
+    "TerminateOnNaN": Entry(keras.callbacks.TerminateOnNaN),
+    "CSVLogger": Entry(keras.callbacks.CSVLogger, ["filename", "separator", "append"]),
+}
+
 KINDS = {
+    "callback": CALLBACKS,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
     "initializer": INITIALIZERS,

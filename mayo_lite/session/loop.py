@@ -21,14 +21,11 @@ import tensorflow as tf
 
 from mayo_lite.errors import DataError, Interrupted, UserError
 from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
+from mayo_lite.session.callbacks import epoch_text
 
 log = logging.getLogger("mayo_lite")
 
 TOP_K = 5
-
-
-class DivergedError(UserError):
-    """The loss became NaN or infinite; training stopped without saving it."""
 
 
 @contextlib.contextmanager
@@ -208,65 +205,92 @@ class Loops:
             return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
         return step
 
-    def train(self, max_epochs, on_epoch_end, after_step=None, on_interrupt=None):
-        """Trains until the epoch counter reaches `max_epochs`; calls `on_epoch_end(epoch)` at each boundary and
-        `after_step(model, step, epoch)` after every step (the global step number, counted from 1).
+    def train(self, max_epochs, callbacks=()):
+        """Trains until the epoch counter reaches `max_epochs`, driving `callbacks` (Keras callbacks) as `fit`
+        would: `on_train_batch_end(step of the epoch, logs)` after every step, `on_epoch_end(epoch index, logs)` at
+        each boundary. A callback that sets `model.stop_training` ends training after the step or epoch.
 
-        Ctrl-C or SIGTERM stops training after the current step: `on_interrupt(epoch)` saves the progress, then
-        `Interrupted` is raised.
+        Ctrl-C or SIGTERM stops training after the current step: callbacks with an `on_stop_request(logs)` method
+        (the checkpoints) are called, then `Interrupted` is raised.
         """
+        callbacks = keras.callbacks.CallbackList(list(callbacks), model=self.model)
+        self.model.stop_training = False
+        logs = {}
         with _stop_requests() as requested:
-            self._train(max_epochs, on_epoch_end, after_step, requested, on_interrupt)
+            callbacks.on_train_begin()
+            try:
+                logs = self._train(max_epochs, callbacks, requested)
+            finally:
+                callbacks.on_train_end(logs)
             if requested:
                 raise Interrupted(f"interrupted ({requested[0]}) at epoch {self.session.epoch.value:.3f}; the "
                                   "checkpoint `latest` holds the progress and `train` continues from it")
 
-    def _train(self, max_epochs, on_epoch_end, after_step, requested, on_interrupt):
+    def _logs(self, totals, densities, batch_total=None):
+        """The loop's figures: means over the epoch so far."""
+        count = totals[3]
+        logs = {"loss": totals[0] / count, "top1": totals[1] / count, "top5": totals[2] / count,
+                "regularization_loss": totals[5] / count - totals[0] / count,
+                "learning_rate": float(self.session.learning_rate())}
+        if self.gated:
+            logs["density"] = totals[4] / count
+            logs.update({f"density/{layer.name}": value / count for layer, value in zip(self.gated, densities)})
+        if batch_total is not None:
+            logs["total_loss"] = batch_total
+        return logs
+
+    def _stop(self, callbacks, logs):
+        for callback in callbacks.callbacks:
+            if hasattr(callback, "on_stop_request"):
+                callback.on_stop_request(logs)
+
+    def _train(self, max_epochs, callbacks, requested):
         session = self.session
         if self._train_step is None:
             self._train_step = self._build_train_step()
         examples = session.examples("train")
         steps = math.ceil(examples / session.batch_size)
+        callbacks.set_params({"epochs": max_epochs, "steps": steps, "verbose": 1})
+        logs = {}
         while session.epoch.value < max_epochs - 1e-9:
             index = int(math.floor(session.epoch.value + 1e-9))
             done = int(round((session.epoch.value - index) * examples / session.batch_size))
             # An epoch is `steps` batches even when the split holds more (`num_examples_per_epoch` below its size).
             dataset = session.pipeline("train", index).skip(done).take(steps - done)
-            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "top1", "density", "lr"])
-            log.info("epoch %d/%s", index + 1, epoch_text(max_epochs))
-            totals = np.zeros(5)
+            callbacks.on_epoch_begin(index)
+            totals = np.zeros(6)
+            densities = np.zeros(len(self.gated))
             batches = _Fetcher(self.strategy.experimental_distribute_dataset(dataset), requested)
             with _data_errors(session, "train"):  # the pipeline's errors surface in the loop
                 for number, batch in enumerate(batches, start=done + 1):
+                    callbacks.on_train_batch_begin(number)
                     loss, top1, top5, count, density, total = (float(v) for v in self._train_step(batch))
-                    if not math.isfinite(total):
-                        raise DivergedError(
-                            f"training diverged: the loss became {total} at epoch {session.epoch.value:.3f} "
-                            f"(step {number} of epoch {index + 1}); nothing of it was saved, the last good "
-                            "checkpoint is kept")
-                    if after_step is not None:
-                        after_step(self.model, index * steps + number, session.epoch.value)
-                    totals += (loss, top1, top5, count, density)
-                    figures = [("loss", totals[0] / totals[3]), ("top1", totals[1] / totals[3])]
-                    if self.gated:
-                        figures.append(("density", totals[4] / totals[3]))
-                    bar.update(number, figures + [("lr", float(session.learning_rate()))])
+                    totals += (loss, top1, top5, count, density, total * count)
+                    densities += [float(keras.ops.convert_to_numpy(layer.last_density)) * count
+                                  for layer in self.gated]
+                    logs = self._logs(totals, densities, total) | {
+                        "step": index * steps + number, "epoch": session.epoch.value}
+                    callbacks.on_train_batch_end(number, logs)
                     if requested:
                         # Saved here, while the input pipeline is still running: tearing its iterator down first
                         # waits for the batches its threads are preparing, tens of seconds on a loaded machine.
-                        if on_interrupt is not None:
-                            on_interrupt(session.epoch.value)
-                        return
-                    if session.epoch.value >= max_epochs - 1e-9:
+                        self._stop(callbacks, logs)
+                        return logs
+                    if session.epoch.value >= max_epochs - 1e-9 or self.model.stop_training:
                         break
             if requested:  # asked to stop while waiting for a batch
-                if on_interrupt is not None:
-                    on_interrupt(session.epoch.value)
-                return
+                self._stop(callbacks, logs)
+                return logs
             if session.epoch.value >= index + 1 - 1e-6:
                 # Snap to the boundary: summed float increments land a hair off whole epochs.
                 session.epoch.assign(index + 1)
-            on_epoch_end(session.epoch.value)
+            if totals[3]:
+                logs = self._logs(totals, densities) | {"epoch": session.epoch.value}
+            callbacks.on_epoch_end(index, logs)
+            if self.model.stop_training:
+                log.info("training stopped by a callback at epoch %s", epoch_text(session.epoch.value))
+                break
+        return logs
 
     def evaluate(self, progress=True, max_batches=None):
         """Top-1, top-5 and mean loss over the validation split (or its first `max_batches` batches).
@@ -301,7 +325,3 @@ class Loops:
             result["density"] = sum(layer_densities[layer.name] * layer.filters for layer in self.gated) / channels
             result["layer_densities"] = layer_densities
         return result
-
-
-def epoch_text(epoch):
-    return str(int(epoch)) if float(epoch).is_integer() else f"{epoch:.3f}"

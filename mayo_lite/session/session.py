@@ -15,7 +15,8 @@ from mayo_lite import registry, weights
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
-from mayo_lite.session.loop import DivergedError, Loops, epoch_text
+from mayo_lite.session.callbacks import DivergedError
+from mayo_lite.session.loop import Loops, epoch_text
 from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")

@@ -7,9 +7,8 @@ import tensorflow as tf
 
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError
-from mayo_lite.session import pruning
+from mayo_lite.session import callbacks, pruning
 from mayo_lite.session.actions.common import max_epochs as _max_epochs
-from mayo_lite.weights.checkpoint import epoch_name
 from mayo_lite.session.loop import epoch_text
 
 log = logging.getLogger("mayo_lite")
@@ -23,21 +22,11 @@ def train(runner):
     session.measured_densities = None  # the gates change with the weights
     gradual = pruning.schedule(cfg, session.model)
     max_epochs = _max_epochs(cfg)
-    interval = cfg.get("system.checkpoint.save.interval")
-    keep = cfg.get("system.checkpoint.save.keep", None)
     if session.epoch.value >= max_epochs - 1e-9:
         log.info("already trained to epoch %s (system.max_epochs=%s); reset-num-epochs trains a full schedule "
                  "again", epoch_text(session.epoch.value), epoch_text(max_epochs))
         return
-
-    def on_epoch_end(epoch):
-        if interval and float(epoch).is_integer() and int(epoch) % int(interval) == 0:
-            session.save(epoch_name(epoch))
-            if keep:
-                session.store.prune_numbered(int(keep))
-        session.save("latest")
-    session.loops.train(max_epochs, on_epoch_end, after_step=None if gradual is None else gradual.after_step,
-                        on_interrupt=lambda epoch: session.save("latest"))
+    session.loops.train(max_epochs, callbacks.from_config(cfg, session, gradual))
 
 
 def check_train(cfg):
@@ -59,3 +48,4 @@ def check_train(cfg):
                               "non-negative number")
     registry.build("optimizer", cfg.get("train.optimizer"), cfg.where("train.optimizer"))
     pruning.check_schedule(cfg)
+    callbacks.user_callbacks(cfg)
