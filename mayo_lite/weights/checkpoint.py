@@ -69,7 +69,9 @@ class CheckpointStore:
         target = self.directory / f"{name}{SUFFIX}"
         arrays = dict(variables)
         arrays["__epoch__"] = np.float64(epoch)
-        arrays["__meta__"] = np.array(json.dumps(meta))
+        # The names are listed in the metadata too: a damaged archive directory that renamed or lost a member
+        # would otherwise load as a checkpoint with a variable missing.
+        arrays["__meta__"] = np.array(json.dumps({**meta, "variables": sorted(variables)}))
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
@@ -126,8 +128,10 @@ def read(path):
             _check_members(archive, path)
         with np.load(path, allow_pickle=False) as archive:
             variables = {key: archive[key] for key in archive.files if not key.startswith("__")}
-            epoch = archive["__epoch__"] if "__epoch__" in archive.files else np.float64(0.0)
-            meta = archive["__meta__"] if "__meta__" in archive.files else np.array("{}")
+            missing = [name for name in ("__epoch__", "__meta__") if name not in archive.files]
+            if missing:
+                raise KeyError(f"no {' and no '.join(missing)} member")
+            epoch, meta = archive["__epoch__"], archive["__meta__"]
         if epoch.shape != () or epoch.dtype.kind not in "fiu":
             raise ValueError(f"__epoch__ is {epoch.dtype} {epoch.shape}, not a number")
         if meta.shape != () or meta.dtype.kind != "U":
@@ -135,6 +139,9 @@ def read(path):
         epoch, meta = float(epoch), json.loads(str(meta))
         if not isinstance(meta, dict):
             raise ValueError("__meta__ is not a mapping")
+        listed = meta.pop("variables", None)
+        if listed is not None and sorted(variables) != sorted(listed):
+            raise ValueError(f"the variables do not match the checkpoint's own list of {len(listed)}")
         for name, value in variables.items():
             if value.dtype.kind not in "fiub":
                 raise ValueError(f"variable {name} is {value.dtype}, not numeric")
