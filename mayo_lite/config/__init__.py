@@ -20,7 +20,7 @@ import mayo_lite
 from mayo_lite.config.arith import Arith, Dumper
 from mayo_lite.config.keys import format_path, located_error, parse_path, shorten
 from mayo_lite.config.loader import MAX_DEPTH, load_file, parse_value, to_tree
-from mayo_lite.config.references import MissingPath, Resolver, substitute_module_kwargs
+from mayo_lite.config.references import MissingPath, Resolver, expand_modules, substitute_module_kwargs
 from mayo_lite.config.tree import Origins, PathError, merge_into, set_path
 
 __all__ = ["Config", "substitute_module_kwargs", "BUNDLED_CONFIGS", "Arith"]
@@ -169,7 +169,10 @@ class Config:
         keys = self._parse(path)
         self._reads.add(keys)
         try:
-            return Resolver(self._tree, self._origins).read(keys)
+            value = Resolver(self._tree, self._origins).read(keys)
+            if isinstance(value, (dict, list)) and "^(" in repr(value):
+                value = expand_modules(value, keys, lambda at: self.where(format_path(at)))
+            return value
         except MissingPath as missing:
             if default is not _REQUIRED:
                 return default

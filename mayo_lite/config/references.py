@@ -254,3 +254,26 @@ def substitute_module_kwargs(tree, kwargs, where):
         raise located_error(where, f"!arith: {error}") from None
     except RecursionError:
         raise located_error(where, "nested too deeply") from None
+
+
+def expand_modules(node, path, where):
+    """`node` with the `^()` arguments of every `type: module` spec in it substituted (a module's `kwargs`, with the
+    values its use gives), inner modules after outer ones, as the model builder needs them. `where(path)` names
+    the file and key for errors."""
+    if isinstance(node, list):
+        return [expand_modules(item, path + (index,), where) for index, item in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "module" and isinstance(node.get("kwargs", {}) or {}, dict):
+        kwargs = node.get("kwargs") or {}
+        values = {**kwargs, **{key: value for key, value in node.items() if key in kwargs}}
+        node = dict(node)
+        place = where(path)
+        node["layers"] = substitute_module_kwargs(node.get("layers") or {}, values, f"{place}.layers")
+        if "graph" in node:
+            node["graph"] = substitute_module_kwargs(node["graph"], values, f"{place}.graph")
+        node["layers"] = expand_modules(node["layers"], path + ("layers",), where)
+        return node
+    # Private keys (`_block: &block {type: module, ...}`) are templates, never built: their arguments stay open.
+    return {key: value if str(key).startswith("_") else expand_modules(value, path + (key,), where)
+            for key, value in node.items()}

@@ -1,6 +1,9 @@
 """The network room: YAML `model` sections to functional Keras models, and what they cost."""
 
-from mayo_lite.net.builder import GROUP_ATTRIBUTE, LAYER_TYPES, build_model, dense_sources
+from mayo_lite.net.builder import build_model
+from mayo_lite.net.layer_types import LAYER_TYPES
+from mayo_lite.net.sources import dense_sources
+from mayo_lite.net.specs import GROUP_ATTRIBUTE
 from mayo_lite.net.estimate import layer_table, totals
 from mayo_lite.net.variants import static_width, without_gates
 

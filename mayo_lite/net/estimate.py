@@ -19,7 +19,7 @@ import numpy as np
 
 from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
 from mayo_lite.layers.gated import active_count
-from mayo_lite.net.builder import GROUP_ATTRIBUTE
+from mayo_lite.net.specs import GROUP_ATTRIBUTE
 
 
 def _static(shape):
