@@ -3,7 +3,8 @@
 The runner builds models from them, but `from mayo_lite.layers import ...` needs nothing else from mayo-lite.
 """
 
-from mayo_lite.layers.gated import GatedConv2D, GlobalThreshold, gated_layers, mean_density, update_global_threshold
+from mayo_lite.layers.gated import GatedConv2D, gated_layers, mean_density
+from mayo_lite.layers.thresholds import GlobalThreshold, update_global_threshold
 from mayo_lite.layers.masked import MaskConstraint, MaskedConv2D
 from mayo_lite.layers.normalization import LocalResponseNormalization
 from mayo_lite.layers.reduction import ReduceMean

@@ -2,8 +2,8 @@
 boosts or switches off for each input. Its exact semantics are docs/design/fbs-semantics.md.
 
 `GatedConv2D` is a `keras.layers.Conv2D`, so MAC counting and kernel masks treat it as one; it brings its own
-normalisation, gate and activation. `GlobalThreshold` is the one moving threshold that gated layers may share,
-moved by `update_global_threshold` after each training forward pass.
+normalisation, gate and activation. Which channels it keeps, and the `GlobalThreshold` gated layers may share, are
+in `thresholds`; the pooling and regularisers it is made of in `gate_ops`.
 """
 
 import math
@@ -11,10 +11,11 @@ import math
 import keras
 from keras import ops
 
+from mayo_lite.layers.arguments import Arguments
+from mayo_lite.layers.gate_ops import POOLS, REGULARIZERS, SPARSITY_REGULARIZERS, per_sample
 from mayo_lite.layers.masked import constrain_to_mask
+from mayo_lite.layers.thresholds import INITIAL_THRESHOLD, GlobalThreshold, active_count, follow, kth_largest
 
-INITIAL_THRESHOLD = -0.1
-MIXTURE_EPSILON = 1e-3
 PREDICTOR_STDDEV = 0.05
 
 POLICIES = ("parametric", "squeeze", "naive")
@@ -22,114 +23,6 @@ THRESHOLDS = ("online", "local", "global")
 NORMS = ("batch", "channel")
 GRANULARITIES = ("channel",)
 PADDINGS = ("same", "valid")
-
-# How the input is subsampled to one value per channel before the predictor.
-POOLS = {
-    "avg": lambda x: ops.mean(x, axis=(1, 2)),
-    "max": lambda x: ops.max(x, axis=(1, 2)),
-    "l1": lambda x: ops.mean(ops.abs(x), axis=(1, 2)),
-    "l2": lambda x: ops.mean(ops.square(x), axis=(1, 2)),
-}
-
-
-def _mixture(vector):
-    """Squared coefficient of variation, `Var(v) / (Mean(v) + ε)²` (docs/design/fbs-semantics.md)."""
-    return ops.var(vector) / ops.square(ops.mean(vector) + MIXTURE_EPSILON)
-
-
-# Sparsity regularisers of g = gamma · active, shape (batch, channels); `mse` (naive policy) is separate.
-SPARSITY_REGULARIZERS = {
-    "l1": lambda g: ops.sum(ops.abs(g)),
-    "l2": lambda g: ops.sum(ops.square(g)),
-    "moe": lambda g: _mixture(ops.sum(g, axis=0)),
-    "moi": lambda g: _mixture(ops.sum(g, axis=1)),
-}
-REGULARIZERS = (*SPARSITY_REGULARIZERS, "mse")
-
-
-def active_count(channels, density):
-    """`ceil(channels · density)`, the most channels a sample keeps."""
-    # Rounded first: 10 · 0.7 is 7.000000000000001 in floating point, and its ceiling would keep 8 channels.
-    return math.ceil(round(channels * density, 9))
-
-
-def kth_largest(gamma, k):
-    """The k-th largest value of each row of `gamma`, without gradient; shape (batch, 1)."""
-    values, _ = ops.top_k(ops.stop_gradient(gamma), k)
-    return values[:, k - 1:k]
-
-
-def _follow(variable, per_sample_thresholds, decay):
-    variable.assign(decay * variable + (1.0 - decay) * ops.mean(per_sample_thresholds))
-
-
-def _per_sample(values):
-    """(batch, channels) or (channels,) values broadcast over the spatial axes of (batch, H, W, channels)."""
-    return ops.expand_dims(ops.expand_dims(values, 1), 1) if len(values.shape) == 2 else values
-
-
-class GateArgumentError(ValueError):
-    """A bad constructor argument of a gated layer; `argument`, `expected` and `value` say which and why, so a
-    caller (the YAML model builder) can name the argument in its own terms."""
-
-    def __init__(self, where, argument, expected, value):
-        super().__init__(f"{where}Invalid value received for argument `{argument}`. Expected {expected}. "
-                         f"Received: {argument}={value!r}")
-        self.argument = argument
-        self.expected = expected
-        self.value = value
-
-
-class _Arguments:
-    """Raises Keras-style errors for bad constructor arguments, prefixed with the layer's name when it has one."""
-
-    def __init__(self, name):
-        self.where = f"Layer '{name}': " if name else ""
-
-    def invalid(self, argument, expected, value):
-        return GateArgumentError(self.where, argument, expected, value)
-
-    def choice(self, argument, value, choices):
-        if value not in choices:
-            raise self.invalid(argument, "one of " + ", ".join(repr(c) for c in choices), value)
-        return value
-
-    def number(self, argument, value, low, high, low_open=False, expected=None):
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
-                or value > high or value < low or (low_open and value == low)):
-            interval = f"{'(' if low_open else '['}{low}, {high}]"
-            raise self.invalid(argument, expected or f"a float in {interval}", value)
-        return float(value)
-
-
-@keras.saving.register_keras_serializable(package="mayo_lite")
-class GlobalThreshold(keras.layers.Layer):
-    """One moving gate threshold shared by every `GatedConv2D` that is given it with `threshold="global"`.
-
-    It owns a single non-trainable scalar variable `threshold` (initially -0.1). `update_global_threshold` moves it
-    during training to `decay · t + (1 − decay) · mean_over_batch(per-sample threshold)`, where the per-sample
-    threshold is taken over the gammas of all its enabled gated layers together. It is never called on tensors.
-
-    Args:
-        decay: moving-average decay of the threshold, in [0, 1].
-    """
-
-    def __init__(self, decay=0.9997, **kwargs):
-        arguments = _Arguments(kwargs.get("name"))
-        super().__init__(**kwargs)
-        self.decay = arguments.number("decay", decay, 0, 1)
-        self.threshold_variable = self.add_weight(
-            name="threshold", shape=(), initializer=keras.initializers.Constant(INITIAL_THRESHOLD),
-            trainable=False, aggregation="mean")
-        self.built = True
-
-    def update(self, per_sample_thresholds):
-        """Moves the threshold towards the batch mean of `per_sample_thresholds`."""
-        _follow(self.threshold_variable, per_sample_thresholds, self.decay)
-
-    def get_config(self):
-        return {**super().get_config(), "decay": self.decay}
-
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class GatedConv2D(keras.layers.Conv2D):
@@ -142,14 +35,7 @@ class GatedConv2D(keras.layers.Conv2D):
     the pooled input, and `active` marks the channels above the threshold (no gradient). `squeeze` gives
     `active · gamma · act(BN(conv(x)))` and `naive` gives `active · act(BN(conv(x)))` with an ordinary batch norm.
 
-    Choices the FBS paper leaves open (docs/design/fbs-semantics.md): with `factor > 0` the predictor's hidden layer uses ReLU and its biases start at
-    the same value as the output bias (1.0 for gamma, 0.0 for beta), so no hidden unit starts dead; the `beta`
-    predictor (`parametric_beta`) has no activation, so beta can be negative like the constant it replaces;
-    `norm="channel"` adds `epsilon` to the per-sample variance; the output is multiplied by `active` after the
-    activation, so switched-off channels are exactly zero whatever `act(0)` is; with `enable=False` every
-    channel is active (`add_beta_first` still applies); the naive policy's `mse` target is the pooled output
-    before the `active` mask, as in Mayo, so a switched-off channel can still learn to come back; `local` and
-    `global` thresholds select the channels with the threshold as it was before this batch's update.
+    Where the FBS paper leaves a choice open, docs/design/fbs-semantics.md says which this layer makes.
 
     Density: every call assigns the fraction of active channels (mean over the batch) to the non-trainable
     scalar variable `last_density`, inside `tf.function` and under a distribution strategy alike (replicas are
@@ -207,7 +93,7 @@ class GatedConv2D(keras.layers.Conv2D):
                  activation="relu", momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, dilation_rate=1,
                  global_threshold=None, use_mask=False, **kwargs):
-        arguments = _Arguments(kwargs.get("name"))
+        arguments = Arguments(kwargs.get("name"))
         padding = arguments.choice("padding", padding.lower() if isinstance(padding, str) else padding, PADDINGS)
         self.density = arguments.number("density", density, 0, 1, low_open=True)
         self.policy = arguments.choice("policy", policy, POLICIES)
@@ -372,7 +258,7 @@ class GatedConv2D(keras.layers.Conv2D):
             self._recorded_gamma = ops.stop_gradient(gamma)
         k = active_count(self.filters, self.density)
         if self.threshold == "local" and k < self.filters:
-            _follow(self.threshold_variable, kth_largest(gamma, k + 1), self.decay)
+            follow(self.threshold_variable, kth_largest(gamma, k + 1), self.decay)
 
     def _batch_norm_affine(self, conved, statistics):
         mean, inverse = statistics
@@ -386,7 +272,7 @@ class GatedConv2D(keras.layers.Conv2D):
         # offset = a·β − mean·scale, per sample and channel: one multiply-add over the activations instead of
         # four passes (the same function, and the same gradients, reassociated).
         mean, inverse = statistics
-        gate = _per_sample(active * gamma)
+        gate = per_sample(active * gamma)
         scale = inverse * gate
         offset = -mean * scale
         if self.parametric_beta:
@@ -394,19 +280,19 @@ class GatedConv2D(keras.layers.Conv2D):
         else:
             beta = self.beta
         if beta is not None:
-            offset = offset + _per_sample(active * beta) * (gate if self.add_beta_first else 1.0)
+            offset = offset + per_sample(active * beta) * (gate if self.add_beta_first else 1.0)
         outputs = self.activation(conved * scale + offset)
         # A switched-off channel has scale and offset 0, so it is act(0): already zero for ReLU-like activations.
-        return outputs if self._activation_keeps_zero else _per_sample(active) * outputs
+        return outputs if self._activation_keeps_zero else per_sample(active) * outputs
 
     def _squeeze_output(self, conved, statistics, gamma, active, pooled):
-        return _per_sample(active * gamma) * self.activation(self._batch_norm_affine(conved, statistics))
+        return per_sample(active * gamma) * self.activation(self._batch_norm_affine(conved, statistics))
 
     def _naive_output(self, conved, statistics, gamma, active, pooled):
         activated = self.activation(self._batch_norm_affine(conved, statistics))
         target = ops.stop_gradient(POOLS[self.pool](activated))
         self.add_loss(self.regularizer["mse"] * ops.mean(ops.square(gamma - target)))
-        return _per_sample(active) * activated
+        return per_sample(active) * activated
 
     _POLICY_OUTPUTS = {"parametric": _parametric_output, "squeeze": _squeeze_output, "naive": _naive_output}
 
@@ -507,40 +393,3 @@ def mean_density(layers):
     return sum(kept[1:], kept[0]) / sum(layer.filters for layer in layers)
 
 
-def update_global_threshold(model_or_layers, density=None):
-    """Moves each `GlobalThreshold` of `model_or_layers` (a model, nested models included, or a list of layers)
-    after a training forward pass.
-
-    The per-sample threshold is the (k+1)-th largest of the gammas of all enabled gated layers sharing that
-    `GlobalThreshold`, concatenated, with `k = ceil(total channels · density)`; the threshold moves by
-    `t ← decay·t + (1−decay)·mean_over_batch(per-sample threshold)` (no move when k is every channel).
-    `density` defaults to the layers' own, which must then agree. Call it in the same traced training step as
-    the forward pass (`model(x, training=True)`), inside `strategy.run` for a distributed step; it consumes the
-    gammas the layers recorded.
-    """
-    groups = {}
-    for layer in gated_layers(model_or_layers):
-        if layer.threshold == "global" and layer.enable:
-            members = groups.setdefault(id(layer.global_threshold), (layer.global_threshold, {}))[1]
-            members[id(layer)] = layer
-    for shared, members in groups.values():
-        layers = list(members.values())
-        missing = [layer.name for layer in layers if layer._recorded_gamma is None]
-        if missing:
-            raise ValueError(f"update_global_threshold: no gamma recorded by layers {missing}; call the model with "
-                             f"training=True first, in the same traced step")
-        if density is None:
-            densities = sorted({layer.density for layer in layers})
-            if len(densities) > 1:
-                raise ValueError(f"update_global_threshold: the layers sharing '{shared.name}' have densities "
-                                 f"{densities}; pass `density`")
-            layer_density = densities[0]
-        else:
-            layer_density = _Arguments(None).number("density", density, 0, 1, low_open=True)
-        gammas = ops.concatenate([layer._recorded_gamma for layer in layers], axis=-1)
-        channels = gammas.shape[-1]
-        k = active_count(channels, layer_density)
-        if k < channels:
-            shared.update(kth_largest(gammas, k + 1))
-        for layer in layers:
-            layer._recorded_gamma = None

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
-from mayo_lite.layers.gated import active_count
+from mayo_lite.layers.thresholds import active_count
 from mayo_lite.net.specs import GROUP_ATTRIBUTE
 
 

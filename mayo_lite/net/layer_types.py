@@ -7,7 +7,7 @@ import keras
 
 from mayo_lite.errors import ConfigError
 from mayo_lite.layers import GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze
-from mayo_lite.layers.gated import GateArgumentError
+from mayo_lite.layers.arguments import GateArgumentError
 from mayo_lite.net.specs import BATCH_NORM_KEYS, CONV_KEYS, POOL_KEYS, pair, sequence
 
 

@@ -4,7 +4,8 @@ computed from only the input channels that are present."""
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.layers.gated import POOLS, active_count
+from mayo_lite.layers.gate_ops import POOLS
+from mayo_lite.layers.thresholds import active_count
 from mayo_lite.sparse.features import Feature, absent_fill, materialize, take
 from mayo_lite.sparse.folding import (Step, UnsupportedModel, as_array, constant_function, convolve, folded_kernel,
                                       spans_whole_kernel, variable)
