@@ -5,6 +5,20 @@ environment failure (exit status 1).
 """
 
 
+def did_you_mean(word, choices, most=1, cutoff=0.6, prefix=""):
+    """"did you mean X?" (or "X or Y") for the choices closest to a misspelt `word`, each written after `prefix`;
+    None when none is close. The one place the project makes suggestions."""
+    import difflib  # only when a suggestion is made
+
+    close = difflib.get_close_matches(str(word), [str(choice) for choice in choices], most, cutoff)
+    return f"did you mean {' or '.join(prefix + name for name in close)}?" if close else None
+
+
+def with_suggestions(unknown, choices):
+    """`key (did you mean other?)` for each unknown key, for "unknown key" errors."""
+    return [f"{key} ({hint})" if (hint := did_you_mean(key, choices)) else str(key) for key in unknown]
+
+
 class UserError(Exception):
     """A mistake in what the user asked for: a config, an argument, a checkpoint, missing data."""
 

@@ -5,7 +5,6 @@ and config errors answer at once.
 """
 
 import contextlib
-import difflib
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ import traceback
 from mayo_lite import __version__
 from mayo_lite.config import Config
 from mayo_lite.config.keys import shorten
-from mayo_lite.errors import Interrupted, UserError
+from mayo_lite.errors import Interrupted, UserError, did_you_mean
 from mayo_lite.session.actions import ACTIONS
 from mayo_lite.session.actions import load as load_action
 from mayo_lite.settings import check_settings
@@ -157,8 +156,8 @@ def main(argv=None):
     log.propagate = False
     for argument in arguments:
         if _classify(argument) is None:
-            close = difflib.get_close_matches(argument, list(ACTION_HELP), 1)
-            hint = f"did you mean {close[0]}? " if close else ""
+            suggestion = did_you_mean(argument, ACTION_HELP)
+            hint = f"{suggestion} " if suggestion else ""
             print(f"my: error: unknown argument {argument!r}: not a .yaml file, a key=value override or an action; "
                   f"{hint}actions: {', '.join(ACTION_HELP)} (see my --help)", file=sys.stderr)
             return 2

@@ -6,7 +6,6 @@ them it never sees TensorFlow. `loader`, `tree`, `references`, `arith` and `keys
 """
 
 import copy
-import difflib
 import functools
 import logging
 import math
@@ -19,6 +18,7 @@ import yaml
 import mayo_lite
 from mayo_lite.config.arith import Arith, Dumper
 from mayo_lite.config.keys import format_path, located_error, parse_path, shorten
+from mayo_lite.errors import did_you_mean
 from mayo_lite.config.loader import MAX_DEPTH, load_file, parse_value, to_tree
 from mayo_lite.config.references import MissingPath, Resolver, expand_modules, substitute_module_kwargs
 from mayo_lite.config.tree import Origins, PathError, merge_into, set_path
@@ -81,8 +81,8 @@ def _check_known_keys(tree, path, defaults, origin):
             return
         if key not in defaults:
             known = [str(name) for name in defaults]
-            close = difflib.get_close_matches(str(key), known, 1, 0.6)
-            hint = f"did you mean {format_path(path + (close[0],))}?" if close else f"known: {', '.join(known)}"
+            hint = (did_you_mean(key, known, prefix=format_path(path) + ".")
+                    or f"known: {', '.join(known)}")
             raise located_error(origin, format_path(here), f"unknown key; {hint}")
         if isinstance(value, dict) and isinstance(defaults[key], dict):
             _check_known_keys(value, here, defaults[key], origin)
@@ -222,8 +222,8 @@ class Config:
         if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
             known = False
         if not known:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], 1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+            suggestion = did_you_mean(value, choices)
+            hint = f" ({suggestion})" if suggestion else ""
             raise self._bad(path, "one of " + ", ".join(str(c) for c in choices) + hint, value)
         return value
 

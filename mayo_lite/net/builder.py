@@ -5,13 +5,12 @@ activation); every Keras layer remembers the YAML layer it came from in `mayo_gr
 can speak in the config's names. Modules are flattened: layer `conv1` of module instance `b21` is `b21.conv1`.
 """
 
-import difflib
 import logging
 import re
 
 import keras
 
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, did_you_mean
 from mayo_lite.layers import GlobalThreshold
 from mayo_lite.net.layer_types import LAYER_TYPES
 from mayo_lite.net.specs import LayerBuilder, check_keys, sequence
@@ -51,8 +50,8 @@ class GraphBuilder:
         if kind == "module":
             return self.module(name, spec, path)
         if kind not in LAYER_TYPES:
-            close = difflib.get_close_matches(str(kind), list(LAYER_TYPES) + ["module"], 3)
-            hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(sorted(LAYER_TYPES))}"
+            hint = (did_you_mean(kind, [*LAYER_TYPES, "module"], 3)
+                    or f"known: {', '.join(sorted(LAYER_TYPES))}")
             raise ConfigError(f"{where}.type: unknown layer type {kind!r}; {hint}")
         build, allowed = LAYER_TYPES[kind]
         check_keys(spec, allowed, where)

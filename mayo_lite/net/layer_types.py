@@ -1,11 +1,10 @@
 """The layer types of the YAML language: one build function each, in one table (`LAYER_TYPES`: type -> (function,
 the keys its spec may have besides `type`)). A build function reads its spec through a `specs.LayerBuilder`."""
 
-import difflib
 
 import keras
 
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, with_suggestions
 from mayo_lite.layers import GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze
 from mayo_lite.layers.arguments import GateArgumentError
 from mayo_lite.net.specs import BATCH_NORM_KEYS, CONV_KEYS, POOL_KEYS, pair, sequence
@@ -52,8 +51,7 @@ def _gate_arguments(builder):
                           f"(usually $(_gate)), got {params!r}")
     unknown = sorted(str(key) for key in params if key not in GATE_PARAMS)
     if unknown:
-        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, GATE_PARAMS, 1))
-                 else key for key in unknown]
+        hints = with_suggestions(unknown, GATE_PARAMS)
         raise ConfigError(f"{builder.where_key('gate_params')}: unknown key {', '.join(hints)} "
                           f"(accepted: {', '.join(GATE_PARAMS)})")
     if "density" not in params:

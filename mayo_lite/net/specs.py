@@ -2,12 +2,11 @@
 (each bad value a config error naming the file and key) and assembles the Keras layers a YAML layer becomes (the
 layer, then its normaliser and activation), each tagged with the YAML layer's name (`GROUP_ATTRIBUTE`)."""
 
-import difflib
 
 import keras
 
 from mayo_lite import registry
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, with_suggestions
 from mayo_lite.layers import MaskedConv2D
 
 GROUP_ATTRIBUTE = "mayo_group"
@@ -155,7 +154,5 @@ def check_keys(spec, allowed, where):
                           "use the `prune:` section for pruning")
     unknown = sorted(str(key) for key in spec if key != "type" and key not in allowed)
     if unknown:
-        hints = [f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, allowed, 1)) else key
-                 for key in unknown]
-        raise ConfigError(f"{where}: unknown key {', '.join(hints)} for {spec['type']} "
+        raise ConfigError(f"{where}: unknown key {', '.join(with_suggestions(unknown, allowed))} for {spec['type']} "
                           f"(accepted: {', '.join(sorted(allowed))})")

@@ -5,13 +5,12 @@ normalizer, activation) has a fixed table of names; the Mayo/TF1 spellings are e
 their argument names translated, so Mayo YAML files port with few edits (docs/config-language.md).
 """
 
-import difflib
 import inspect
 import math
 
 import keras
 
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, did_you_mean
 
 
 class Entry:
@@ -227,8 +226,7 @@ KINDS = {
 
 
 def unknown_name(kind, name, table, where):
-    close = difflib.get_close_matches(str(name), list(table), n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(sorted(table))}"
+    hint = "; " + (did_you_mean(name, table, 3, 0.5) or f"known: {', '.join(sorted(table))}")
     return ConfigError(f"{where}: unknown {kind} type {name!r}{hint}")
 
 
