@@ -72,6 +72,8 @@ class Step(tf.Module):
     def __init__(self, layer):
         super().__init__(name=None)
         self.layer_name = layer.name
+        # Not tracked: a SavedModel of the program holds its own folded variables, not the Keras layer's too.
+        object.__setattr__(self, "layer", layer)
 
     def _fold(self, layer, affine):
         """Creates `kernel` and `bias` of a Conv2D or Dense layer with its mask and `affine` (a following batch

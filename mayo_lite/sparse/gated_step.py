@@ -54,7 +54,6 @@ class GatedStep(Step):
         if layer.norm != "batch":
             raise UnsupportedModel(f"layer {layer.name}: sparse execution needs norm='batch' (moving statistics); "
                                    f"norm='{layer.norm}' normalises each image by its own moments")
-        self.layer = layer
         inverse = 1.0 / np.sqrt(as_array(layer.moving_variance) + layer.epsilon)
         scale = inverse * (as_array(layer.gamma) if layer.gamma is not None else 1.0)
         kernel = folded_kernel(layer) * scale

@@ -25,7 +25,6 @@ class ConvolutionStep(Step):
         super().__init__(layer)
         if layer.groups != 1:
             raise UnsupportedModel(f"layer {layer.name}: grouped convolutions are not supported")
-        self.layer = layer
         kernel = self._fold(layer, affine)
         self.kernel_sum = variable(kernel.sum(axis=(0, 1)), "kernel_sum") if spans_whole_kernel(layer) else None
 
@@ -72,7 +71,6 @@ class DepthwiseStep(Step):
 
     def __init__(self, layer, affine=None):
         super().__init__(layer)
-        self.layer = layer
         kernel = as_array(layer.kernel)
         channels = kernel.shape[2] * kernel.shape[3]
         bias = as_array(layer.bias) if layer.use_bias else np.zeros(channels, np.float32)
@@ -108,7 +106,6 @@ class DenseStep(Step):
 
     def __init__(self, layer, affine=None):
         super().__init__(layer)
-        self.layer = layer
         self._fold(layer, affine)
 
     def __call__(self, features):
@@ -143,10 +140,6 @@ class BatchNormStep(Step):
 class ActivationStep(Step):
     """An element-wise activation layer (others, such as softmax, run as `LayerStep`)."""
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.layer = layer
-
     def __call__(self, features):
         (feature,) = features
         outputs = self.layer.call(feature.values)
@@ -158,10 +151,6 @@ class ActivationStep(Step):
 class ChannelwiseStep(Step):
     """A layer that treats each channel alone and keeps a constant channel constant (pooling, dropout, identity,
     spatial reductions and squeezes): it runs on the present channels only."""
-
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.layer = layer
 
     def __call__(self, features):
         (feature,) = features
@@ -189,10 +178,6 @@ class AddStep(Step):
 
 class LayerStep(Step):
     """Any other layer: its inputs are materialised and the Keras layer itself runs on them."""
-
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.layer = layer
 
     def __call__(self, features):
         values = [materialize(feature) for feature in features]
