@@ -54,6 +54,8 @@ def test_training_writes_tensorboard_scalars_and_a_history(workspace):
     with open(RUN / "history.csv") as stream:
         rows = list(csv.DictReader(stream))
     assert [float(row["epoch"]) for row in rows] == [1.0, 2.0]  # the session's epoch counter
+    assert list(rows[0]) == ["epoch", "density", "density/conv0", "density/conv1", "learning_rate", "loss",
+                             "regularization_loss", "top1", "top5"]
     assert float(rows[1]["loss"]) == pytest.approx(found["epoch_loss"][1][1], rel=1e-5)
 
 

@@ -7,8 +7,10 @@ with the step's logs, `on_epoch_end` with the epoch's — so any Keras callback 
 running means of the epoch so far; `step` (global, from 1) and `epoch` (the float counter) come with them.
 """
 
+import csv
 import logging
 import math
+from pathlib import Path
 
 import keras
 
@@ -68,22 +70,26 @@ class Checkpoints(keras.callbacks.Callback):
         self.session.save("latest")
 
 
-class History(keras.callbacks.CSVLogger):
-    """Keras' `CSVLogger`, appending one row per trained epoch, that creates its file at the first epoch's end
-    rather than when training starts: a run stopped or refused before an epoch ends leaves no file behind."""
+class History(keras.callbacks.Callback):
+    """One CSV row per trained epoch: the epoch counter, then the epoch's figures, appended and closed each time.
 
-    def on_train_begin(self, logs=None):
-        self.started = False
+    Written here rather than with Keras' `CSVLogger`, which adds a `val_` column for every figure when there is no
+    validation, repeats `epoch`, and opens its file when training starts (a run refused or stopped before an epoch
+    ends should leave no file)."""
+
+    def __init__(self, filename):
+        super().__init__()
+        self.filename = Path(filename)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.started:
-            super().on_train_begin()
-            self.started = True
-        super().on_epoch_end(epoch, logs)
-
-    def on_train_end(self, logs=None):
-        if self.started:
-            super().on_train_end(logs)
+        row = {"epoch": logs["epoch"], **{key: value for key, value in sorted(logs.items()) if key != "epoch"}}
+        new = not self.filename.exists() or self.filename.stat().st_size == 0
+        self.filename.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.filename, "a", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=list(row), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
@@ -120,7 +126,7 @@ def from_config(cfg, session, gradual=None):
         callbacks.append(TensorBoard(str(tensorboard), write_graph=False, update_freq="epoch"))
     history = cfg.get("system.log.history")
     if history is not None:
-        callbacks.append(History(str(history), append=True))
+        callbacks.append(History(history))
     return callbacks
 
 
