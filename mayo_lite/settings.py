@@ -13,6 +13,7 @@ from mayo_lite.config.keys import located_error
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 CACHE = ("auto", True, False)
 SEED_RANGE = (0, 2 ** 32 - 1)  # what NumPy and TensorFlow seeds accept
 
@@ -53,6 +54,7 @@ def check_settings(cfg, action):
     cfg.number("system.max_epochs", 0, low_open=True)
     cfg.integer("system.seed", *SEED_RANGE, optional=True)
     cfg.choice("system.strategy", STRATEGIES)
+    cfg.choice("system.precision", PRECISIONS)
     cfg.choice("system.log.level", LOG_LEVELS)
     cfg.integer("system.checkpoint.save.interval", 1, optional=True)
     cfg.integer("system.checkpoint.save.keep", 1, optional=True)

@@ -35,3 +35,24 @@ class Arguments:
             interval = f"{'(' if low_open else '['}{low}, {high}]"
             raise self.invalid(argument, expected or f"a float in {interval}", value)
         return float(value)
+
+    def refuse_conv_keywords(self, kwargs):
+        """Removes from `kwargs` the Conv2D keywords a gated convolution cannot honour, raising for any value other
+        than the one it has anyway (rather than failing inside Conv2D with "multiple values for argument")."""
+        for key, (expected, allowed) in REFUSED_CONV_KEYWORDS.items():
+            if key in kwargs:
+                value = kwargs.pop(key)
+                if not any(value is choice or value == choice for choice in allowed):
+                    raise self.invalid(key, expected, value)
+
+
+# Conv2D keyword -> (what a gated convolution expects, the values it accepts: the ones it has anyway).
+REFUSED_CONV_KEYWORDS = {
+    "data_format": ("'channels_last' (the gate works on the last axis)", ("channels_last", None)),
+    "use_bias": ("False (the gate's beta takes the bias' place)", (False,)),
+    "groups": ("1", (1,)),
+    "bias_initializer": ("no bias arguments (there is no bias)", ()),
+    "bias_regularizer": ("no bias arguments (there is no bias)", ()),
+    "bias_constraint": ("no bias arguments (there is no bias)", ()),
+    "activity_regularizer": ("None (use `regularizer` for the gates)", (None,)),
+}

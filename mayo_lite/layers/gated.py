@@ -37,15 +37,10 @@ class GatedConv2D(keras.layers.Conv2D):
 
     Where the FBS paper leaves a choice open, docs/design/fbs-semantics.md says which this layer makes.
 
-    Density: every call assigns the fraction of active channels (mean over the batch) to the non-trainable
-    scalar variable `last_density`, inside `tf.function` and under a distribution strategy alike (replicas are
-    averaged); a runner reads it after each step and averages it over the batches.
-
-    Global threshold: give every gated layer of a model the same `GlobalThreshold` instance. During training
-    (`training=True`) each enabled layer records its gamma; after the forward pass, in the same traced step
-    (inside `strategy.run` for a distributed step), the training step must call
-    `update_global_threshold(model)` to move the shared threshold. A `.keras` save/load keeps the sharing (Keras
-    deserialises a shared object once); `get_config`/`from_config` of a single layer gives a new, unshared one.
+    Every call assigns the fraction of active channels (batch mean) to the non-trainable scalar `last_density`.
+    For `threshold="global"`, give every gated layer the same `GlobalThreshold` and call
+    `update_global_threshold(model)` after each training forward pass, in the same traced step; a `.keras`
+    round trip keeps the sharing.
 
     Args:
         filters: number of output channels.
@@ -92,8 +87,9 @@ class GatedConv2D(keras.layers.Conv2D):
                  norm="batch", parametric_beta=False, add_beta_first=False, decay=0.9997, granularity="channel",
                  activation="relu", momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, dilation_rate=1,
-                 global_threshold=None, use_mask=False, **kwargs):
+                 global_threshold=None, use_mask=False, kernel_constraint=None, **kwargs):
         arguments = Arguments(kwargs.get("name"))
+        arguments.refuse_conv_keywords(kwargs)
         padding = arguments.choice("padding", padding.lower() if isinstance(padding, str) else padding, PADDINGS)
         self.density = arguments.number("density", density, 0, 1, low_open=True)
         self.policy = arguments.choice("policy", policy, POLICIES)
@@ -128,7 +124,8 @@ class GatedConv2D(keras.layers.Conv2D):
             raise arguments.invalid("global_threshold", "None unless threshold='global'", global_threshold)
         super().__init__(filters, kernel_size, strides=strides, padding=padding, data_format="channels_last",
                          dilation_rate=dilation_rate, activation=activation, use_bias=False,
-                         kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer, **kwargs)
+                         kernel_initializer=kernel_initializer, kernel_regularizer=kernel_regularizer,
+                         kernel_constraint=kernel_constraint, **kwargs)
         self.enable = bool(enable)
         self.trainable_gate = bool(trainable_gate)
         self.trainable_kernel = bool(trainable_kernel)
@@ -241,16 +238,22 @@ class GatedConv2D(keras.layers.Conv2D):
         return gamma, self._active(gamma)
 
     def _statistics(self, conved, training):
-        """(mean, 1 / std) of the normalisation, per channel or per sample and channel; `n = (y − mean) / std`."""
+        """(mean, 1 / std) of the normalisation, per channel or per sample and channel; `n = (y − mean) / std`.
+
+        As Keras' BatchNormalization does under mixed precision, the moments are computed and the moving statistics
+        kept in float32, and cast to the compute dtype (float16 would overflow a sum of squares).
+        """
+        wide = ops.cast(conved, "float32")
         if self.norm == "channel":
-            mean, variance = ops.moments(conved, axes=(1, 2), keepdims=True)
+            mean, variance = ops.moments(wide, axes=(1, 2), keepdims=True)
         elif training and self.trainable:
-            mean, variance = ops.moments(conved, axes=(0, 1, 2))
+            mean, variance = ops.moments(wide, axes=(0, 1, 2))
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
             mean, variance = self.moving_mean, self.moving_variance
-        return mean, ops.rsqrt(variance + self.epsilon)
+        inverse = ops.rsqrt(variance + self.epsilon)
+        return ops.cast(mean, conved.dtype), ops.cast(inverse, conved.dtype)
 
     def _follow_threshold(self, gamma):
         """Training only: moves the local threshold, or records gamma for `update_global_threshold`."""
@@ -309,7 +312,7 @@ class GatedConv2D(keras.layers.Conv2D):
         for name, weight in self.regularizer.items():
             if name in SPARSITY_REGULARIZERS and weight > 0:
                 self.add_loss(weight * SPARSITY_REGULARIZERS[name](gamma * active))
-        self.last_density.assign(ops.mean(active))
+        self.last_density.assign(ops.cast(ops.mean(ops.cast(active, "float32")), self.last_density.dtype))
         return outputs
 
     # Conv2D saves only its kernel and bias; this layer's state is all of its own variables.
@@ -348,6 +351,7 @@ class GatedConv2D(keras.layers.Conv2D):
             "scale": self.scale,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
             "dilation_rate": self.dilation_rate,
             "global_threshold": self._global_threshold_config(),
             "use_mask": self.use_mask,

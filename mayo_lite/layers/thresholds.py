@@ -25,7 +25,8 @@ def kth_largest(gamma, k):
 
 
 def follow(variable, per_sample_thresholds, decay):
-    variable.assign(decay * variable + (1.0 - decay) * ops.mean(per_sample_thresholds))
+    mean = ops.mean(ops.cast(per_sample_thresholds, variable.dtype))
+    variable.assign(decay * variable + (1.0 - decay) * mean)
 
 
 @keras.saving.register_keras_serializable(package="mayo_lite")

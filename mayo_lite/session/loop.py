@@ -163,13 +163,16 @@ class Loops:
 
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
-                logits = model(images, training=True)
+                logits = tf.cast(model(images, training=True), tf.float32)  # the loss in float32 under mixed precision
                 update_global_threshold(gated)
                 losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
                 loss = tf.reduce_mean(losses)
-                regularization = tf.add_n(model.losses) if model.losses else tf.constant(0.0)
+                regularization = (tf.add_n([tf.cast(value, tf.float32) for value in model.losses]) if model.losses
+                                  else tf.constant(0.0))
                 total = (loss + regularization) / replicas
-            gradients = tape.gradient(total, model.trainable_variables)
+                # float16 gradients underflow without loss scaling (LossScaleOptimizer unscales them again).
+                scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
+            gradients = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             top1, top5 = _counts(labels, logits, num_classes)
             count = tf.cast(tf.shape(labels)[0], tf.float64)
@@ -190,7 +193,7 @@ class Loops:
         model, strategy, num_classes, gated = self.model, self.strategy, self.num_classes, self.gated
 
         def replica_step(images, labels):
-            logits = model(images, training=False)
+            logits = tf.cast(model(images, training=False), tf.float32)
             losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
             top1, top5 = _counts(labels, logits, num_classes)
             count = tf.cast(tf.shape(labels)[0], tf.float64)

@@ -104,6 +104,8 @@ class Session:
         # model pays nothing for them.
         self.masked = cfg.get("prune", None) is not None or (
             isinstance(source, Path) and checkpoint.has_masks(source))
+        # The precision policy is process-wide in Keras: every session sets its own before building its model.
+        keras.mixed_precision.set_global_policy(cfg.get("system.precision"))
         with self.strategy.scope():
             self.model = build_model(cfg.get("model"), self.input_shape(), origin=cfg.origin, masked=self.masked)
             self.epoch = EpochCounter()
@@ -161,6 +163,8 @@ class Session:
                                    f"{self.cfg.where('train.optimizer')}")
         # Keras calls a callable learning rate at every update, so the rate follows the epoch counter exactly.
         optimizer.learning_rate = self.learning_rate
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(self.model.trainable_variables)
         return optimizer
 
