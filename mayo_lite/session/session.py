@@ -17,6 +17,7 @@ from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
 from mayo_lite.session.callbacks import DivergedError
 from mayo_lite.session.loop import Loops, epoch_text
+from mayo_lite.settings import SEED_RANGE
 from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")
@@ -71,13 +72,6 @@ def prepare_devices(cfg):
         _cpu_replicas(replicas)
 
 
-def _positive_integer(cfg, key):
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{cfg.where(key)}: expected a positive integer, got {value!r}")
-    return value
-
-
 class Session:
     """The live objects of one run, built from a config."""
 
@@ -86,17 +80,15 @@ class Session:
         command line passes the last one the previous session loaded or saved, see `mayo_lite.cli.Runner`)."""
         self.cfg = cfg
         self.version = cfg.version
-        seed = cfg.get("system.seed", None)
+        seed = cfg.integer("system.seed", *SEED_RANGE, optional=True)
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise ConfigError(f"{cfg.where('system.seed')}: expected an integer, got {seed!r}")
             keras.utils.set_random_seed(seed)
         self.seed = seed
         self.strategy = self._strategy()
         if self.strategy.num_replicas_in_sync > 1:
             log.info("%d replicas under %s", self.strategy.num_replicas_in_sync, type(self.strategy).__name__)
         self.dataset = cfg.get("dataset")
-        self.batch_size = _positive_integer(cfg, "system.batch_size_per_gpu") * self.strategy.num_replicas_in_sync
+        self.batch_size = cfg.integer("system.batch_size_per_gpu", 1) * self.strategy.num_replicas_in_sync
         self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
         self.selector = cfg.get("system.checkpoint.load", None)
         source = continue_from if continue_from is not None else self._selected_path()
@@ -131,7 +123,7 @@ class Session:
 
     def _strategy(self):
         name = self.cfg.get("system.strategy")
-        replicas = _positive_integer(self.cfg, "system.num_gpus")
+        replicas = self.cfg.integer("system.num_gpus", 1)
         if name == "default" and replicas > 1:
             name = "mirrored"
         if name not in STRATEGIES:

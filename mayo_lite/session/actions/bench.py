@@ -27,20 +27,6 @@ from mayo_lite.sparse.benchmark import measure, speedups, table
 log = logging.getLogger("mayo_lite")
 
 
-def _count(cfg, key):
-    value = cfg.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{cfg.where(key)}: expected a positive integer, got {value!r}")
-    return value
-
-
-def _flag(cfg, key):
-    value = cfg.get(key)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{cfg.where(key)}: expected true or false, got {value!r}")
-    return value
-
-
 def _images(session, count):
     """`count` validation images, one per batch, or random ones when the data is not there (said so)."""
     try:
@@ -81,8 +67,8 @@ def _variants(cfg, session):
 
 def bench(runner):
     cfg, session = runner.cfg, runner.session()
-    count, repeats = _count(cfg, "system.bench.images"), _count(cfg, "system.bench.repeats")
-    tflite = _flag(cfg, "system.bench.tflite")
+    count, repeats = cfg.integer("system.bench.images", 1), cfg.integer("system.bench.repeats", 1)
+    tflite = cfg.boolean("system.bench.tflite")
     variants, kind = _variants(cfg, session)
     images, source = _images(session, count)
     milliseconds, differences = measure(images=images, repeats=repeats, tflite=tflite, **variants)

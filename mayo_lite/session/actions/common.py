@@ -2,11 +2,9 @@
 `system.max_epochs`."""
 
 import logging
-import math
 
 import yaml
 
-from mayo_lite.errors import ConfigError
 from mayo_lite.files import write_atomically
 
 log = logging.getLogger("mayo_lite")
@@ -19,8 +17,4 @@ def plumbing(runner, name, data):
 
 
 def max_epochs(cfg):
-    value = cfg.get("system.max_epochs")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{cfg.where('system.max_epochs')}: expected a positive number, "
-                          f"got {value!r}")
-    return float(value)
+    return float(cfg.number("system.max_epochs", 0, low_open=True))

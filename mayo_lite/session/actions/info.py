@@ -3,7 +3,7 @@ effective MACs."""
 
 import logging
 
-from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.errors import DataError
 from mayo_lite.net import layer_table, totals
 from mayo_lite.session.actions.common import plumbing as _plumbing
 
@@ -21,10 +21,7 @@ def _gate_densities(runner, session):
     if session.measured_densities is not None:
         densities, examples = session.measured_densities
         return densities, f"gate densities measured by eval on {examples:,} validation images"
-    batches = runner.cfg.get("system.info.density_batches")
-    if isinstance(batches, bool) or not isinstance(batches, int) or batches < 0:
-        raise ConfigError(f"{runner.cfg.where('system.info.density_batches')}: expected a whole number of batches "
-                          f"(0 for nominal densities), got {batches!r}")
+    batches = runner.cfg.integer("system.info.density_batches", 0)
     if batches == 0:
         return {}, "nominal gate densities (system.info.density_batches=0)"
     try:
