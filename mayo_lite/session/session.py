@@ -4,7 +4,9 @@ A session is built from a config as it stands when an action needs it; the comma
 config changes. Data pipelines are built lazily, so `info` on CIFAR-10 needs no CIFAR-10 files.
 """
 
+import contextlib
 import logging
+import re
 from pathlib import Path
 
 import keras
@@ -166,7 +168,21 @@ class Session:
     # -- data -------------------------------------------------------------------------------------------------
 
     def examples(self, split):
-        return num_examples(self.dataset, split)
+        with self._located():
+            return num_examples(self.dataset, split)
+
+    @contextlib.contextmanager
+    def _located(self):
+        """The data room reads a resolved `dataset` mapping and cannot know which file set a key; its config errors
+        name the key (`dataset.num_examples_per_epoch.train`), and this names the file that set it."""
+        try:
+            yield
+        except ConfigError as error:
+            match = re.search(r"(?<![\w.])(dataset(?:\.[A-Za-z0-9_]+)+)", str(error))
+            origin = self.cfg.origin(match.group(1)) if match else None
+            if origin is None or str(error).startswith(origin):
+                raise
+            raise ConfigError(f"{origin}: {error}") from error
 
     def pipeline(self, split, epoch=0):
         """The batched dataset of one pass over `split`; training order depends on the seed and the epoch."""
@@ -176,11 +192,12 @@ class Session:
             if training:
                 self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] != "train"}
             seed = None if self.seed is None else self.seed + (epoch if training else 0)
-            self._pipelines[key] = make_dataset(
-                self.dataset, split, self.batch_size, training, seed=seed,
-                search_path=self.cfg.get("system.search_path.dataset"),
-                shuffle_buffer=self.cfg.get("system.pipeline.shuffle_buffer"),
-                cache=self.cfg.get("system.pipeline.cache"))
+            with self._located():
+                self._pipelines[key] = make_dataset(
+                    self.dataset, split, self.batch_size, training, seed=seed,
+                    search_path=self.cfg.get("system.search_path.dataset"),
+                    shuffle_buffer=self.cfg.get("system.pipeline.shuffle_buffer"),
+                    cache=self.cfg.get("system.pipeline.cache"))
         return self._pipelines[key]
 
     # -- checkpoints ------------------------------------------------------------------------------------------
