@@ -74,9 +74,8 @@ FILES = {
     "big_pool.yaml": MODEL.replace("pool: {type: reduce_mean, axis: [1, 2]}",
                                    "pool: {type: max_pool, kernel_size: 40, padding: valid}"),
     "squeeze.yaml": MODEL.replace("pool: {type: reduce_mean, axis: [1, 2]}", "pool: {type: squeeze, axis: [1, 2]}"),
-    "twice.yaml": MODEL.replace("with: [conv0, pool, logits], to: output}",
-                                "with: [conv0, pool, logits], to: a}\n  graph.1: x") .replace(
-        "  graph: {from: input, with: [conv0, pool, logits], to: a}\n  graph.1: x",
+    "twice.yaml": MODEL.replace(
+        "  graph: {from: input, with: [conv0, pool, logits], to: output}",
         "  graph: [{from: input, with: [conv0, pool], to: a}, {from: a, with: [pool, logits], to: output}]"),
     "unknown_type.yaml": MODEL.replace("type: reduce_mean", "type: reduce_meen"),
     "no_layers.yaml": "model: {name: empty, layers: {}, graph: {from: input, with: [], to: output}}\n"
