@@ -47,6 +47,21 @@ def _search_path(cfg):
                             f"expected a list of directories, got {value!r}")
 
 
+def _dataset(cfg):
+    """The dataset description's values every action reads: what the data room would refuse only once the model
+    is built and a checkpoint loaded, refused here first, naming the file that set the key."""
+    cfg.name("dataset.name")
+    for key in ("height", "width", "channels"):
+        cfg.integer(f"dataset.task.shape.{key}", 1)
+    cfg.integer("dataset.task.num_classes", 1)
+    for split in ("train", "validate"):
+        cfg.integer(f"dataset.num_examples_per_epoch.{split}", 1)
+    if "dataset.task.background_class.use" in cfg:
+        cfg.boolean("dataset.task.background_class.use")
+    if "dataset.source.seed" in cfg:
+        cfg.integer("dataset.source.seed", *SEED_RANGE)
+
+
 def check_settings(cfg, action):
     """Raises a ConfigError for the first bad setting that `action` would use."""
     cfg.integer("system.num_gpus", 1)
@@ -71,7 +86,7 @@ def check_settings(cfg, action):
         return
     cfg.name("model.name")
     if "dataset" in cfg:
-        cfg.name("dataset.name")
+        _dataset(cfg)
     writes_checkpoints = action in ("train", "save", "prune")
     _directory(cfg, "system.checkpoint.path", writes_checkpoints)
     if action == "bench":

@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 
 from mayo_lite.cli import main
-from tests.synthetic import synthetic_dataset
+from tests.synthetic import small_model, synthetic_dataset
 
-MODEL = """
-model:
-  name: steady
-  layers:
-    conv0: {type: convolution, kernel_size: 3, num_outputs: 6, normalizer_fn: batch_norm}
-    pool: {type: reduce_mean, axis: [1, 2]}
-    logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
-  graph: {from: input, with: [conv0, pool, logits], to: output}
-""" + synthetic_dataset(channels=3, train=64, validate=32) + """
+MODEL = small_model("steady") + synthetic_dataset(channels=3, train=64, validate=32) + """
 train:
   learning_rate: 0.05
   optimizer: {type: sgd, momentum: 0.9}
@@ -170,6 +162,12 @@ CASES = [
     (["steady.yaml", "dataset.name=../../elsewhere", "train"], "dataset.name"),
     (["steady.yaml", "model.name=a/b", "train"], "model.name"),
     (["steady.yaml", f"model.name={'m' * 300}", "train"], "model.name"),
+    # The dataset description, refused before the checkpoint is loaded (steady.yaml names the file).
+    (["steady.yaml", "dataset.num_examples_per_epoch.validate=0", "eval"], "dataset.num_examples_per_epoch.validate"),
+    (["steady.yaml", "dataset.task.shape.height=-3", "info"], "dataset.task.shape.height"),
+    (["steady.yaml", "dataset.task.num_classes=ten", "train"], "dataset.task.num_classes"),
+    (["steady.yaml", "dataset.task.background_class.use=3", "eval"], "dataset.task.background_class.use"),
+    (["steady.yaml", "dataset.source.seed=-1", "train"], "dataset.source.seed"),
     (["steady.yaml", "model.name=''", "info"], "model.name"),
     # The trainer.
     (["steady.yaml", "train.learning_rate=-1", "train"], "train.learning_rate"),

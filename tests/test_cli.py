@@ -14,18 +14,10 @@ from mayo_lite.cli import ACTION_HELP, main
 from mayo_lite.session.actions import ACTIONS, load
 from mayo_lite.weights.checkpoint import read
 from tests.conftest import digest_directory
-from tests.synthetic import synthetic_dataset
+from tests.synthetic import small_model, synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = """
-model:
-  name: tiny
-  layers:
-    conv0: {type: convolution, kernel_size: 3, num_outputs: 4, normalizer_fn: batch_norm}
-    pool: {type: reduce_mean, axis: [1, 2]}
-    logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
-  graph: {from: input, with: [conv0, pool, logits], to: output}
-""" + synthetic_dataset(channels=1, train=96, validate=32) + """train:
+TINY = small_model("tiny", num_outputs=4) + synthetic_dataset(channels=1, train=96, validate=32) + """train:
   learning_rate: 0.05
   optimizer: {type: sgd, momentum: 0.9}
 system: {batch_size_per_gpu: 32, max_epochs: 2, seed: 1}

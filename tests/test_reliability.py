@@ -15,20 +15,11 @@ from mayo_lite.weights import checkpoint as checkpoint_module
 from mayo_lite.weights.checkpoint import read
 from mayo_lite.session.loop import Loops
 from tests.conftest import digest_directory
-from tests.synthetic import synthetic_dataset
+from tests.synthetic import small_model, synthetic_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 # Dropout and a shuffled, augmented pipeline: resuming must restore the random state and the data order too.
-MODEL = """
-model:
-  name: steady
-  layers:
-    conv0: {type: convolution, kernel_size: 3, num_outputs: 6, normalizer_fn: batch_norm}
-    dropout: {type: dropout, keep_prob: 0.7}
-    pool: {type: reduce_mean, axis: [1, 2]}
-    logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
-  graph: {from: input, with: [conv0, dropout, pool, logits], to: output}
-""" + synthetic_dataset(channels=3, train=128, validate=32) + """
+MODEL = small_model("steady", keep_prob=0.7) + synthetic_dataset(channels=3, train=128, validate=32) + """
 dataset.task.preprocess.train: [{type: random_flip}]
 train:
   learning_rate: 0.05

@@ -22,10 +22,16 @@ def lookup(dataset, path, default=_MISSING):
     return value
 
 
+def bad_value(path, expected, value):
+    """The ConfigError for a bad value at `dataset.<path>`, worded as the config's typed readers word theirs (the
+    session adds the file that set the key)."""
+    return ConfigError(f"dataset.{path}: expected {expected}, got {value!r}")
+
+
 def dataset_name(dataset):
     name = lookup(dataset, "name")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"Invalid value for dataset.name. Expected a non-empty string. Received: {name!r}")
+        raise bad_value("name", "a non-empty string", name)
     return name
 
 
@@ -37,7 +43,7 @@ def check_split(split):
 def positive_int(dataset, path):
     value = lookup(dataset, path)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"Invalid value for dataset.{path}. Expected a positive integer. Received: {value!r}")
+        raise bad_value(path, "a positive integer", value)
     return value
 
 

@@ -7,16 +7,23 @@ every epoch sees the same data; only their order and augmentation follow the pip
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.data.description import SPLITS, label_offset, lookup, num_classes, positive_int, task_shape
+from mayo_lite.data.description import (
+    SPLITS,
+    bad_value,
+    label_offset,
+    lookup,
+    num_classes,
+    positive_int,
+    task_shape,
+)
 from mayo_lite.data.examples import SourceExamples
-from mayo_lite.errors import ConfigError
 
 
 def read_synthetic_source(dataset, split, search_path):
     """Uniform [0, 1] float32 images and uniform labels; `num_examples_per_epoch.<split>` of them."""
     seed = lookup(dataset, "source.seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"Invalid value for dataset.source.seed. Expected a non-negative integer. Received: {seed!r}")
+        raise bad_value("source.seed", "an integer ≥ 0", seed)
     count = positive_int(dataset, f"num_examples_per_epoch.{split}")
     generator = np.random.default_rng([seed, SPLITS.index(split)])
     images = generator.random((count, *task_shape(dataset)), dtype=np.float32)

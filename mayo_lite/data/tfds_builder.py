@@ -9,9 +9,9 @@ import logging
 import os
 import socket
 
-from mayo_lite.data.description import dataset_name, lookup
+from mayo_lite.data.description import bad_value, dataset_name, lookup
 from mayo_lite.data.examples import SourceExamples
-from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def tfds_split(dataset, split):
     defaults = {"train": "train", "validate": VALIDATE_SPLITS.get(builder, "test")}
     splits = lookup(dataset, "source.splits", None) or {}
     if not isinstance(splits, dict):
-        raise ConfigError(f"Invalid value for dataset.source.splits. Expected a mapping. Received: {splits!r}")
+        raise bad_value("source.splits", "a mapping of train and validate to TFDS split names", splits)
     return splits.get(split, defaults[split])
 
 
@@ -75,7 +75,7 @@ def load_tfds_split(dataset, split):
 
     name = lookup(dataset, "source.tfds")
     if not isinstance(name, str) or not name:
-        raise ConfigError(f"Invalid value for dataset.source.tfds. Expected a builder name. Received: {name!r}")
+        raise bad_value("source.tfds", "a TensorFlow Datasets builder name", name)
     data_dir = _directory(dataset, "source.data_dir")
     manual_dir = _directory(dataset, "source.manual_dir")
     shown_dir = data_dir or "~/tensorflow_datasets"

@@ -16,9 +16,9 @@ import os
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
-from mayo_lite.data.description import dataset_name, lookup
+from mayo_lite.data.description import bad_value, dataset_name, lookup
 from mayo_lite.data.examples import SourceExamples
-from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +42,7 @@ def candidate_patterns(dataset, split, search_path):
     """The globs tried, in order: `dataset.path.<split>` as is when absolute, else under each search-path entry."""
     pattern = lookup(dataset, f"path.{split}")
     if not isinstance(pattern, str) or not pattern:
-        raise ConfigError(
-            f"Invalid value for dataset.path.{split}. Expected a file glob such as 'imagenet/train-*'. "
-            f"Received: {pattern!r}"
-        )
+        raise bad_value(f"path.{split}", "a file glob such as 'imagenet/train-*'", pattern)
     pattern = os.path.expanduser(pattern)
     if os.path.isabs(pattern) or "://" in pattern:
         return [pattern]

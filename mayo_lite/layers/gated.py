@@ -206,11 +206,21 @@ class GatedConv2D(keras.layers.Conv2D):
             setattr(self, f"{name}_kernel", kernel)
             setattr(self, f"{name}_bias", bias_variable)
 
-    def _predict(self, prefix, pooled, activation):
-        *hidden, last = self.predictor_names(prefix)
-        for name in hidden:
-            pooled = ops.relu(ops.matmul(pooled, getattr(self, f"{name}_kernel")) + getattr(self, f"{name}_bias"))
-        return activation(ops.matmul(pooled, getattr(self, f"{last}_kernel")) + getattr(self, f"{last}_bias"))
+    def predictor(self, prefix="gate"):
+        """The predictor's layers as `(kernel, bias)` variables, input side first: `gate` predicts gamma, `beta`
+        (with `parametric_beta`) the offset. Read by the MAC counter and the sparse executor, which computes the
+        same product on the channels that are present (`mayo_lite.sparse.gated_step`)."""
+        return [(getattr(self, f"{name}_kernel"), getattr(self, f"{name}_bias"))
+                for name in self.predictor_names(prefix)]
+
+    def predict(self, pooled, prefix="gate"):
+        """The predictor's output for pooled inputs (batch, input channels): gamma (batch, filters) for `gate`,
+        with the layer's activation; the offset for `beta`, without."""
+        *hidden, (kernel, bias) = self.predictor(prefix)
+        for hidden_kernel, hidden_bias in hidden:
+            pooled = ops.relu(ops.matmul(pooled, hidden_kernel) + hidden_bias)
+        values = ops.matmul(pooled, kernel) + bias
+        return self.activation(values) if prefix == "gate" else values
 
     def _active(self, gamma):
         """1.0 for the channels the gate keeps, 0.0 for the others; no gradient."""
@@ -234,7 +244,7 @@ class GatedConv2D(keras.layers.Conv2D):
         inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
         if not self.built:
             self.build(tuple(inputs.shape))
-        gamma = self._predict("gate", POOLS[self.pool](inputs), self.activation)
+        gamma = self.predict(POOLS[self.pool](inputs))
         return gamma, self._active(gamma)
 
     def _statistics(self, conved, training):
@@ -279,7 +289,7 @@ class GatedConv2D(keras.layers.Conv2D):
         scale = inverse * gate
         offset = -mean * scale
         if self.parametric_beta:
-            beta = self._predict("beta", pooled, lambda x: x)
+            beta = self.predict(pooled, "beta")
         else:
             beta = self.beta
         if beta is not None:
@@ -304,7 +314,7 @@ class GatedConv2D(keras.layers.Conv2D):
         conved = self.convolution_op(inputs, kernel)
         statistics = self._statistics(conved, training)
         pooled = POOLS[self.pool](inputs)
-        gamma = self._predict("gate", pooled, self.activation)
+        gamma = self.predict(pooled)
         active = self._active(gamma)
         if training:
             self._follow_threshold(gamma)
@@ -322,39 +332,23 @@ class GatedConv2D(keras.layers.Conv2D):
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
 
+    # The constructor arguments `get_config` saves as they are; the others are serialised Keras objects.
+    _PLAIN_CONFIG = ("filters", "kernel_size", "strides", "padding", "density", "policy", "threshold", "pool",
+                     "factor", "enable", "trainable_gate", "trainable_kernel", "norm", "parametric_beta",
+                     "add_beta_first", "decay", "granularity", "momentum", "epsilon", "center", "scale",
+                     "dilation_rate", "use_mask")
+
     def get_config(self):
         # Conv2D's config names arguments this layer does not take (groups, use_bias, data_format, ...).
         config = keras.layers.Layer.get_config(self)
+        config.update({name: getattr(self, name) for name in self._PLAIN_CONFIG})
         config.update({
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "density": self.density,
-            "policy": self.policy,
-            "threshold": self.threshold,
-            "pool": self.pool,
-            "factor": self.factor,
-            "enable": self.enable,
             "regularizer": dict(self.regularizer),
-            "trainable_gate": self.trainable_gate,
-            "trainable_kernel": self.trainable_kernel,
-            "norm": self.norm,
-            "parametric_beta": self.parametric_beta,
-            "add_beta_first": self.add_beta_first,
-            "decay": self.decay,
-            "granularity": self.granularity,
             "activation": keras.activations.serialize(self.activation),
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "center": self.center,
-            "scale": self.scale,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "dilation_rate": self.dilation_rate,
             "global_threshold": self._global_threshold_config(),
-            "use_mask": self.use_mask,
         })
         return config
 

@@ -68,13 +68,15 @@ def nominal_density(layer):
 def gate_macs(layer, in_density, out_density):
     """The predictor's MACs on the active inputs and outputs, plus the gamma multiplication (docs/design/fbs-semantics.md)."""
     _, height, width, channels_out = _static(layer.output.shape)
-    channels_in = _static(layer.input.shape)[-1]
-    sizes = [channels_in, math.ceil(channels_out / layer.factor), channels_out] if layer.factor else [
-        channels_in, channels_out]
-    scales = [in_density] + [1.0] * (len(sizes) - 2) + [out_density]
-    predictor = sum(a * sa * b * sb for a, sa, b, sb in zip(sizes, scales, sizes[1:], scales[1:]))
-    predictors = 2 if layer.parametric_beta else 1
-    return predictors * predictor + height * width * channels_out
+    prefixes = ("gate", "beta") if layer.parametric_beta else ("gate",)
+    predictors = 0
+    for prefix in prefixes:
+        kernels = [kernel.shape for kernel, _ in layer.predictor(prefix)]
+        # Only the first kernel's rows of inactive inputs and the last kernel's columns of inactive outputs go.
+        scales = [(in_density if i == 0 else 1.0) * (out_density if i == len(kernels) - 1 else 1.0)
+                  for i in range(len(kernels))]
+        predictors += sum(rows * columns * scale for (rows, columns), scale in zip(kernels, scales))
+    return predictors + height * width * channels_out
 
 
 # Layers whose output channel is zero wherever their input channel is: the input density passes through.

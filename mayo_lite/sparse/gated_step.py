@@ -73,9 +73,9 @@ class GatedStep(Step):
         self.kernel_sum = variable(kernel.sum(axis=(0, 1)), "kernel_sum") if spans_whole_kernel(layer) else None
         self.bias = variable(bias, "bias")
         self.beta = variable(beta, "beta") if beta is not None else None
-        self.predictors = {prefix: [(variable(as_array(getattr(layer, f"{name}_kernel")), f"{name}_kernel"),
-                                     variable(as_array(getattr(layer, f"{name}_bias")), f"{name}_bias"))
-                                    for name in layer.predictor_names(prefix)]
+        self.predictors = {prefix: [(variable(as_array(kernel), f"{prefix}_kernel_{i}"),
+                                     variable(as_array(bias), f"{prefix}_bias_{i}"))
+                                    for i, (kernel, bias) in enumerate(layer.predictor(prefix))]
                            for prefix in (("gate", "beta") if layer.parametric_beta else ("gate",))}
         self.static = not self.selects or layer.threshold == "online"
         self.threshold = (None if layer.threshold == "online" else layer.threshold_variable
