@@ -31,6 +31,8 @@ def test_no_module_of_a_growing_room_is_over_400_lines(room):
     ("net", ("mayo_lite.config", "mayo_lite.session")),
     ("layers", ("mayo_lite.session", "mayo_lite.net", "mayo_lite.config")),
     ("cli", ("tensorflow", "keras")),
+    ("prune", ("mayo_lite.session", "mayo_lite.config", "mayo_lite.fbs")),
+    ("fbs", ("mayo_lite.session", "mayo_lite.config", "mayo_lite.prune")),
 ])
 def test_dependencies_point_one_way(room, forbidden):
     found = sorted({f"{path.relative_to(ROOT)}: {name}" for path in (PACKAGE / room).rglob("*.py")

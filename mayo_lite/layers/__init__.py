@@ -5,11 +5,11 @@ The runner builds models from them, but `from mayo_lite.layers import ...` needs
 
 from mayo_lite.layers.gated import GatedConv2D, gated_layers, mean_density
 from mayo_lite.layers.thresholds import GlobalThreshold, update_global_threshold
-from mayo_lite.layers.masked import MaskConstraint, MaskedConv2D
+from mayo_lite.layers.masked import MASKED_LAYERS, MaskConstraint, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
 from mayo_lite.layers.normalization import LocalResponseNormalization
 from mayo_lite.layers.reduction import ReduceMean
 from mayo_lite.layers.reshaping import Squeeze
 
 __all__ = ["GatedConv2D", "GlobalThreshold", "LocalResponseNormalization", "ReduceMean", "Squeeze", "gated_layers",
-           "MaskConstraint", "MaskedConv2D",
+           "MASKED_LAYERS", "MaskConstraint", "MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D",
            "mean_density", "update_global_threshold"]

@@ -4,8 +4,9 @@ from mayo_lite.net.builder import build_model
 from mayo_lite.net.layer_types import LAYER_TYPES
 from mayo_lite.net.sources import dense_sources
 from mayo_lite.net.specs import GROUP_ATTRIBUTE
+from mayo_lite.net.cost import ModelCost, model_cost
 from mayo_lite.net.estimate import layer_table, totals
 from mayo_lite.net.variants import static_width, without_gates
 
-__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "build_model", "dense_sources", "layer_table", "static_width", "totals",
-           "without_gates"]
+__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "ModelCost", "build_model", "dense_sources", "layer_table", "model_cost",
+           "static_width", "totals", "without_gates"]

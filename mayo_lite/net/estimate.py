@@ -118,7 +118,7 @@ def _output_density(layer, in_densities, gate_densities):
 def weight_density(layer):
     """The fraction of a masked layer's kernel weights its pruning mask keeps; None for a layer without a mask."""
     mask = getattr(layer, "mask", None)
-    if mask is None or not isinstance(layer, keras.layers.Conv2D):
+    if mask is None or not isinstance(layer, tuple(MAC_COUNTERS)):
         return None
     mask = keras.ops.convert_to_numpy(mask)
     return float(np.count_nonzero(mask) / mask.size)
@@ -132,20 +132,32 @@ def layer_table(model, gate_densities=None):
     from it counts at its nominal density. Scalar bookkeeping variables (a gate's last density, a moving
     threshold) are not counted as parameters.
     """
-    gate_densities = gate_densities or {}
     rows = {}
-    tensor_density = {}
+    _walk(model, gate_densities or {}, rows, {}, prefix="")
+    return list(rows.values())
+
+
+def _walk(model, gate_densities, rows, tensor_density, prefix):
+    """Adds the rows of `model`'s layers; a nested model's layers are walked in turn, named `<model>/<layer>`."""
     for layer in model.layers:
         node = layer._inbound_nodes[0]
         if isinstance(layer, keras.layers.InputLayer):
             for tensor in node.output_tensors:
-                tensor_density[id(tensor)] = 1.0
+                tensor_density.setdefault(id(tensor), 1.0)
             continue
         in_densities = [tensor_density.get(id(tensor), 1.0) for tensor in node.input_tensors] or [1.0]
+        if isinstance(layer, keras.Model):
+            for inner, density in zip(layer.inputs, in_densities):
+                tensor_density[id(inner)] = density
+            _walk(layer, gate_densities, rows, tensor_density, f"{prefix}{layer.name}/")
+            out_density = tensor_density.get(id(layer.outputs[0]), 1.0)
+            for tensor in node.output_tensors:
+                tensor_density[id(tensor)] = out_density
+            continue
         out_density = _output_density(layer, in_densities, gate_densities)
         for tensor in node.output_tensors:
             tensor_density[id(tensor)] = out_density
-        group = getattr(layer, GROUP_ATTRIBUTE, layer.name)
+        group = prefix + getattr(layer, GROUP_ATTRIBUTE, layer.name)
         row = rows.setdefault(group, {"name": group, "types": [], "params": 0, "macs": 0, "effective_macs": 0.0,
                                       "gate_macs": 0.0, "in_density": in_densities[0], "weight_density": None})
         row["types"].append(type(layer).__name__)
@@ -165,7 +177,6 @@ def layer_table(model, gate_densities=None):
             row["effective_macs"] += macs * in_densities[0]
         row["out_density"] = out_density
         row["output_shape"] = _static(layer.output.shape)[1:]
-    return list(rows.values())
 
 
 def totals(rows):

@@ -15,6 +15,11 @@ _DENSE_SOURCES = {
 _DENSE_SOURCES["naive"] = _DENSE_SOURCES["squeeze"]
 
 
+def gate_sources(policy):
+    """{name of a gated layer's variable: name of the dense batch norm's variable that starts it}, for `policy`."""
+    return dict(_DENSE_SOURCES[policy])
+
+
 def dense_sources(model):
     """{path of a gated layer's variable: path of the dense model's variable that initialises it}."""
     sources = {}

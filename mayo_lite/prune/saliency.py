@@ -40,8 +40,16 @@ def kernel_saliency(kernel, saliency="max"):
     return KERNEL_SALIENCIES[saliency](np.abs(kernel))
 
 
+def _only_consumer(layer):
+    # Keras keeps a layer's consumers only in its private `_outbound_nodes`; a Keras model built without this
+    # project's `<name>.bn` naming (keras.applications: `conv1_conv` then `conv1_bn`) is found through it.
+    consumers = {id(node.operation): node.operation for node in getattr(layer, "_outbound_nodes", [])}
+    return next(iter(consumers.values())) if len(consumers) == 1 else None
+
+
 def following_batch_norm(layer, find_layer):
-    """The `keras.layers.BatchNormalization` named `<layer name>.bn` that normalises `layer`'s output channels."""
+    """The `keras.layers.BatchNormalization` that normalises `layer`'s output channels: the layer named
+    `<layer name>.bn`, or else the layer's only consumer in the graph."""
     where = f"Channel pruning of layer '{layer.name}': "
     if isinstance(layer, GatedConv2D):
         raise ValueError(f"{where}channel saliency is not defined for a GatedConv2D: its normalisation is inside "
@@ -49,13 +57,17 @@ def following_batch_norm(layer, find_layer):
                          f"or 'filter'")
     name = layer.name + BATCH_NORM_SUFFIX
     batch_norm = find_layer(name)
+    if batch_norm is None and isinstance(_only_consumer(layer), keras.layers.BatchNormalization):
+        batch_norm = _only_consumer(layer)
+        name = batch_norm.name
     if not isinstance(batch_norm, keras.layers.BatchNormalization):
         found = "no such layer" if batch_norm is None else f"a {type(batch_norm).__name__}"
-        raise ValueError(f"{where}the saliency is the scale of the batch norm '{name}' that follows it, but the model "
-                         f"has {found}")
-    if batch_norm.gamma is None or tuple(batch_norm.gamma.shape) != (layer.filters,):
+        raise ValueError(f"{where}the saliency is the scale of the batch norm that follows it ('{name}', or the "
+                         f"layer's only consumer), but the model has {found}")
+    channels = int(layer.output.shape[-1])
+    if batch_norm.gamma is None or tuple(batch_norm.gamma.shape) != (channels,):
         raise ValueError(f"{where}the batch norm '{name}' needs a scale (gamma) of one value per output channel "
-                         f"({layer.filters})")
+                         f"({channels})")
     return batch_norm
 
 

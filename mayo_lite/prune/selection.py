@@ -1,12 +1,14 @@
-"""Which layers of a model static pruning works on: masked convolutions and gated ones with a mask, found through
-nested models and narrowed by name patterns."""
+"""Which layers of a model static pruning works on: masked layers and gated convolutions with a mask, found through
+nested models and narrowed by name patterns; and the convolution-shaped view of their kernels that saliencies
+are computed on."""
 
 import fnmatch
 
 import keras
 import numpy as np
 
-from mayo_lite.layers import GatedConv2D, MaskedConv2D
+from mayo_lite.layers import MASKED_LAYERS, GatedConv2D
+from mayo_lite.layers.masked import kernel_variable
 from mayo_lite.prune.arguments import PruneArgumentError
 
 
@@ -20,8 +22,25 @@ def all_layers(model):
 
 
 def is_prunable(layer):
-    """Whether `layer` has a pruning mask: a `MaskedConv2D`, or a `GatedConv2D` built with `use_mask=True`."""
-    return isinstance(layer, MaskedConv2D) or (isinstance(layer, GatedConv2D) and layer.use_mask)
+    """Whether `layer` has a pruning mask: a masked layer (`MaskedConv2D`, `MaskedDepthwiseConv2D`, `MaskedDense`)
+    or a `GatedConv2D` built with `use_mask=True`."""
+    return isinstance(layer, tuple(MASKED_LAYERS.values())) or (isinstance(layer, GatedConv2D) and layer.use_mask)
+
+
+def kernel_of(layer):
+    """The kernel variable that pruning reads and zeroes (never a LoRA-adjusted copy)."""
+    return kernel_variable(layer)
+
+
+def as_convolution(layer, array):
+    """`array` (of the kernel's shape) seen as a (K_h, K_w, C_in, C_out) convolution kernel whose last axis is the
+    layer's output channel: a `Dense` kernel is a 1×1 convolution, and a depthwise kernel (K_h, K_w, C, M) has
+    one input channel for each of its C·M output channels (channel c·M + m, as Keras orders them)."""
+    if array.ndim == 2:
+        return array.reshape(1, 1, *array.shape)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return array.reshape(array.shape[0], array.shape[1], 1, -1)
+    return array
 
 
 def _patterns(layers):
@@ -69,7 +88,7 @@ def _listing(names, most=10):
 
 def _mask_of(layer):
     if not is_prunable(layer):
-        raise PruneArgumentError("layer", "a MaskedConv2D or a GatedConv2D with use_mask=True", layer.name)
+        raise PruneArgumentError("layer", "a masked layer or a GatedConv2D with use_mask=True", layer.name)
     if not layer.built:
         raise PruneArgumentError("layer", "a built layer (build or call the model first)", layer.name)
     return layer.mask

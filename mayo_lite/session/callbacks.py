@@ -100,24 +100,13 @@ class TensorBoard(keras.callbacks.TensorBoard):
         return logs
 
 
-class StepCallback(keras.callbacks.Callback):
-    """Calls `function(model, step, epoch)` after every training step (gradual pruning)."""
-
-    def __init__(self, function):
-        super().__init__()
-        self.function = function
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.function(self.model, logs["step"], logs["epoch"])
-
-
 def from_config(cfg, session, gradual=None):
     """The callbacks of a `train` action, in the order they run: the progress bar, divergence, gradual pruning,
     the config's own (`train.callbacks`), checkpoints, TensorBoard (`system.log.tensorboard`) and the CSV history
     (`system.log.history`)."""
     callbacks = [ProgressBar(), Divergence()]
     if gradual is not None:
-        callbacks.append(StepCallback(gradual.after_step))
+        callbacks.append(gradual)
     callbacks += user_callbacks(cfg)
     callbacks.append(Checkpoints(session, cfg.get("system.checkpoint.save.interval"),
                                  cfg.get("system.checkpoint.save.keep", None)))

@@ -5,15 +5,10 @@ The algorithms are `mayo_lite.prune`'s; this module reads and checks the section
 configuration error naming its key before anything is evaluated, pruned or written.
 """
 
-import logging
-import math
-
 from mayo_lite.errors import ConfigError
-from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, PruneArgumentError, prunable_layers,
-                             prune_model)
-from mayo_lite.prune.schedule import SCHEDULES, PruneSchedule
-
-log = logging.getLogger("mayo_lite")
+from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, GradualPruning, PruneArgumentError,
+                             prunable_layers)
+from mayo_lite.prune.schedule import ScheduleError, parse_schedule
 
 # The section's defaults (the reference's `--percent 0.3`, kernel granularity, max saliency, one global threshold).
 # They live here and not in defaults.yaml: a `prune` section in the config is what gives the model masks.
@@ -87,7 +82,9 @@ def schedule(cfg, model):
     if resolved is None:
         return None
     values = settings(cfg)
-    return _Gradual(resolved, prune_arguments(values, check_layers(cfg, model, values)))
+    arguments = prune_arguments(values, check_layers(cfg, model, values))
+    del arguments["percent"]
+    return GradualPruning(resolved, **arguments)
 
 
 def check_schedule(cfg):
@@ -96,47 +93,8 @@ def check_schedule(cfg):
     spec = values["schedule"]
     if spec is None:
         return None
-    where = cfg.where("prune.schedule")
-    if not isinstance(spec, dict) or spec.get("type") not in SCHEDULES:
-        raise ConfigError(f"{where}: expected a mapping with type {' or '.join(SCHEDULES)}, got {spec!r}")
-    _, defaults = SCHEDULES[spec["type"]]
-    unknown = sorted(set(spec) - set(defaults) - {"type"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {', '.join(unknown)} for a {spec['type']} schedule "
-                          f"(accepted: {', '.join(defaults)})")
-    missing = [key for key, default in defaults.items() if default is None and key not in spec]
-    if missing:
-        raise ConfigError(f"{where}: a {spec['type']} schedule needs {', '.join(missing)}")
-    for key in set(spec) - {"type"}:
-        value = spec[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where}.{key}: expected a non-negative number, got {value!r}")
-        if key in ("percent", "initial", "final") and not value < 1:
-            raise ConfigError(f"{where}.{key}: expected a fraction in [0, 1), got {value!r}")
-    if spec.get("frequency", 1) < 1 or int(spec.get("frequency", 1)) != spec.get("frequency", 1):
-        raise ConfigError(f"{where}.frequency: expected a whole number of steps >= 1, got {spec['frequency']!r}")
-    resolved = PruneSchedule(spec)
-    if resolved.settings["end"] < resolved.settings["begin"]:
-        raise ConfigError(f"{where}: end ({resolved.settings['end']}) is before begin "
-                          f"({resolved.settings['begin']})")
-    return resolved
-
-
-class _Gradual:
-    """Prunes a model to its schedule's fraction when a step is due; logs each pass."""
-
-    def __init__(self, schedule, arguments):
-        self.schedule = schedule
-        self.arguments = arguments
-        self.last_percent = None
-
-    def after_step(self, model, step, epoch):
-        if not self.schedule.due(step, epoch):
-            return
-        percent = min(self.schedule.percent(epoch), math.nextafter(1.0, 0.0))
-        if percent == self.last_percent:
-            return
-        report = prune_model(model, **{**self.arguments, "percent": percent})
-        self.last_percent = percent
-        log.info("step %d, epoch %.3f: pruned to %.2f%% of the selected weights (%d of %d)", step, epoch,
-                 100 * report.ratio, report.pruned, report.total)
+    try:
+        return parse_schedule(spec)
+    except ScheduleError as error:
+        key = "prune.schedule" + (f".{error.key}" if error.key else "")
+        raise ConfigError(f"{cfg.where(key)}: {error.reason}") from None
