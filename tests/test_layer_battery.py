@@ -6,7 +6,8 @@ import keras
 import pytest
 from keras.src import testing
 
-from mayo_lite.layers import GatedConv2D, LocalResponseNormalization, MaskedConv2D, ReduceMean, Squeeze
+from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, MaskedConv2D, MaskedDense,
+                              MaskedDepthwiseConv2D, ReduceMean, Squeeze)
 from mayo_lite.layers.arguments import GateArgumentError
 
 
@@ -16,6 +17,18 @@ class LayerBattery(testing.TestCase):
                             input_shape=(2, 8, 8, 3), expected_output_shape=(2, 8, 8, 4),
                             expected_num_trainable_weights=2, expected_num_non_trainable_weights=1,
                             supports_masking=False)
+
+    def test_masked_depthwise_convolution(self):
+        self.run_layer_test(MaskedDepthwiseConv2D, init_kwargs={"kernel_size": 3, "depth_multiplier": 2,
+                                                                "padding": "same"},
+                            input_shape=(2, 8, 8, 3), expected_output_shape=(2, 8, 8, 6),
+                            expected_num_trainable_weights=2, expected_num_non_trainable_weights=1,
+                            supports_masking=False)
+
+    def test_masked_dense(self):
+        self.run_layer_test(MaskedDense, init_kwargs={"units": 5}, input_shape=(2, 3),
+                            expected_output_shape=(2, 5), expected_num_trainable_weights=2,
+                            expected_num_non_trainable_weights=1, supports_masking=True)
 
     def test_gated_convolution(self):
         # Trainable: kernel, beta, gate kernel and bias. Not: moving mean and variance, last_density.

@@ -20,7 +20,7 @@ def pruned_fraction(layers):
     """The fraction of the weights of `layers` (masked layers) that their masks prune."""
     masks = [keras.ops.convert_to_numpy(layer.mask) for layer in layers]
     total = sum(mask.size for mask in masks)
-    return 1.0 - sum(np.count_nonzero(mask) for mask in masks) / total if total else 0.0
+    return float(1.0 - sum(np.count_nonzero(mask) for mask in masks) / total) if total else 0.0
 
 
 class GradualPruning(keras.callbacks.Callback):
