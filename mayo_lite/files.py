@@ -9,13 +9,14 @@ from mayo_lite.errors import UserError
 
 
 def write_atomically(path, text):
-    """Writes `text` to `path` atomically; a failure (full disk, no permission) is one-line UserError, and the
-    previous file, if any, is untouched."""
+    """Writes `text` (str, or bytes for a binary file) to `path` atomically; a failure (full disk, no permission)
+    is one-line UserError, and the previous file, if any, is untouched."""
     path = Path(path)
     temporary = None
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        with os.fdopen(handle, "w", newline="") as stream:
+        binary = isinstance(text, bytes)
+        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"newline": ""})) as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())

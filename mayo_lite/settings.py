@@ -93,5 +93,12 @@ def check_settings(cfg, action):
         cfg.integer("system.bench.images", 1)
         cfg.integer("system.bench.repeats", 1)
         cfg.boolean("system.bench.tflite")
+    if action == "plot":
+        _directory(cfg, "system.plot.path", True)
+        cfg.integer("system.plot.batches", 1)
+        runs = cfg.get("system.plot.runs")
+        if not isinstance(runs, list) or not all(isinstance(name, str) and name for name in runs):
+            raise located_error(cfg.origin("system.plot.runs"), "system.plot.runs",
+                                f"expected a list of eval_all.csv paths, got {runs!r}")
     if action == "export-model":
         _directory(cfg, "system.export.path", True)

@@ -154,8 +154,10 @@ def test_export_writes_the_resolved_config(run, tmp_path):
 def test_eval_all_writes_a_row_per_checkpoint(run, tmp_path):
     assert run("tiny.yaml", "system.max_epochs=2", "train", "eval-all") == 0
     lines = (tmp_path / "eval_all.csv").read_text().splitlines()
-    assert lines[0] == "checkpoint,epoch,top1,top5"
+    assert lines[0] == "checkpoint,epoch,top1,top5,macs,effective_macs"
     assert [line.split(",")[0] for line in lines[1:]] == ["epoch-1", "epoch-2", "latest"]
+    # A 3×3 convolution of 1 to 4 channels on 8×8 and a 4→4 dense layer; no mask, no gate.
+    assert {tuple(line.split(",")[4:]) for line in lines[1:]} == {("2320", "2320")}
 
 
 def test_config_change_discards_the_session(run, tmp_path, capsys):

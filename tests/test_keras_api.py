@@ -278,7 +278,7 @@ def test_a_gated_copy_trains_with_fit_and_reports_its_density(models):
     history = gated.fit(images(16), np.arange(16) % 10, batch_size=8, epochs=2, verbose=0,
                         callbacks=[GateDensities(per_layer=True)])
     assert np.all(np.isfinite(history.history["loss"]))
-    assert 0 < history.history["gate_density"][-1] <= 1
+    assert 0 < history.history["density"][-1] <= 1
     assert set(history.history) >= {"density/stem", "density/left"}
     moved = [layer.threshold_variable.numpy() for layer in leaves(gated) if isinstance(layer, GatedConv2D)]
     assert moved != thresholds  # the local thresholds moved in fit's training step

@@ -9,7 +9,7 @@ from mayo_lite.layers import gated_layers
 class GateDensities(keras.callbacks.Callback):
     """Adds the fraction of output channels the gates keep to the training logs.
 
-    After each training batch the logs get `gate_density`, the epoch's running mean over all gated layers
+    After each training batch the logs get `density` (as the runner names it), the epoch's running mean over all gated layers
     (weighted by their channels), and with `per_layer=True` also `density/<layer name>` for each gated layer; at
     the end of the epoch they hold the epoch's means. Place it before any callback that should see them
     (Keras' own progress bar always comes last).
@@ -56,7 +56,7 @@ class GateDensities(keras.callbacks.Callback):
     def _figures(self):
         means = self._sums / self._batches
         channels = np.array([layer.filters for layer in self._layers], dtype=np.float64)
-        figures = {"gate_density": float(np.sum(means * channels) / np.sum(channels))}
+        figures = {"density": float(np.sum(means * channels) / np.sum(channels))}
         if self.per_layer:
             figures.update({f"density/{layer.name}": float(mean) for layer, mean in zip(self._layers, means)})
         return figures

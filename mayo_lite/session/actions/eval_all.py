@@ -1,4 +1,5 @@
-"""The `eval-all` action: every checkpoint of the run evaluated, and `eval_all.csv`."""
+"""The `eval-all` action: every checkpoint of the run evaluated, and `eval_all.csv` (top-1, top-5, dense and effective
+MACs per checkpoint, which `plot` draws)."""
 
 import csv
 import io
@@ -6,6 +7,7 @@ import logging
 
 from mayo_lite.errors import ConfigError
 from mayo_lite.files import write_atomically
+from mayo_lite.net import model_cost
 from mayo_lite.session.loop import epoch_text
 
 log = logging.getLogger("mayo_lite")
@@ -20,8 +22,11 @@ def eval_all(runner):
     for path in paths:
         session.load(path)
         result = session.loops.evaluate(progress=False)
+        # What this checkpoint costs: its masks' weight densities and its gates' densities on the same images.
+        cost = model_cost(session.model, gate_densities=result.get("layer_densities"))
         rows.append({"checkpoint": path.stem, "epoch": session.epoch.value,
-                     "top1": round(result["top1"], 6), "top5": round(result["top5"], 6)})
+                     "top1": round(result["top1"], 6), "top5": round(result["top5"], 6),
+                     "macs": cost.total["macs"], "effective_macs": round(cost.total["effective_macs"])})
         print(f"{path.stem}: epoch {epoch_text(session.epoch.value)}, top1: {result['top1']:.2%}, "
               f"top5: {result['top5']:.2%}", flush=True)
     table = io.StringIO()

@@ -1,10 +1,12 @@
-"""The `export-model` action: a deployable copy of the session's model, with pruning masks folded into the kernels.
+"""The `export-model` action: a deployable copy of the session's model in every format `system.export.formats`
+lists (`.keras`, SavedModel, TensorFlow Lite, int8 TensorFlow Lite, ONNX), each loaded back by its own runtime and
+checked against Keras on validation images.
 
 The copy is rebuilt from the config without masks, so pruned convolutions become plain `Conv2D` layers whose pruned
-weights are zero; it is written as a `.keras` file and as a TensorFlow SavedModel (for TF Serving, TFLite
-converters and other runtimes). Gated (FBS) layers stay `GatedConv2D`: loading the `.keras` file needs
-`mayo_lite.layers` imported, the SavedModel needs nothing. A gated model is also written as its sparse execution
-path (`mayo_lite.sparse`), a SavedModel that computes only the active channels of one image at a time.
+weights are zero, and every batch norm that follows a convolution is folded into it. Gated (FBS) layers stay
+`GatedConv2D`: loading the `.keras` file needs `mayo_lite.layers` imported, the other formats need nothing. A
+gated model is also written as its sparse execution path (`mayo_lite.sparse`), a SavedModel that computes only the
+active channels of one image at a time.
 """
 
 import logging
@@ -13,9 +15,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from mayo_lite.errors import ConfigError
+import numpy as np
+
+from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
+from mayo_lite.net.folding import fold_batch_norms
+from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size
 from mayo_lite.sparse import SparseGatedModel, UnsupportedModel
 
 log = logging.getLogger("mayo_lite")
@@ -42,28 +48,84 @@ def export_sparse(program, path):
     tf.saved_model.save(program, str(path), signatures={"serving_default": program.run.get_concrete_function()})
 
 
+def _check_images(session, count):
+    """`count` validation images to check the exports on and as many to calibrate int8 on; random ones when the
+    data is not there (said so)."""
+    try:
+        images = np.stack([image.numpy() for image, *_ in session.pipeline("validate").unbatch().take(2 * count)])
+        source = "validation images"
+    except DataError as error:
+        log.warning("export-model: no validation data (%s); checking on random images", str(error).split(";")[0])
+        images = np.random.default_rng(0).random((2 * count, *session.input_shape()), dtype=np.float32)
+        source = "random images"
+    return images[:count], images[count:] if len(images) > count else images, source
+
+
+def _human(count):
+    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def check_export_model(cfg):
+    """The formats, before any work: known names, and the packages they need installed."""
+    formats = cfg.get("system.export.formats")
+    if not isinstance(formats, list) or not formats:
+        raise ConfigError(f"{cfg.where('system.export.formats')}: expected a list of formats "
+                          f"({', '.join(FORMATS)}), got {formats!r}")
+    for name in formats:
+        if name not in FORMATS:
+            raise ConfigError(f"{cfg.where('system.export.formats')}: unknown format {name!r}; known: "
+                              f"{', '.join(FORMATS)}")
+    cfg.integer("system.export.images", 1)
+
+
 def export_model(runner):
     cfg, session = runner.cfg, runner.session()
     directory = Path(cfg.get("system.export.path"))
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"{cfg.where('system.export.path')}: {directory} exists and is not a directory")
     plain = build_model(cfg.get("model"), session.input_shape(), origin=cfg.origin, masked=False)
     copy_folded(session.model, plain)
+    folded, norms = fold_batch_norms(plain)
     sparse = None
     if list(gated_layers(plain)):
         try:
             sparse = SparseGatedModel(plain)
         except UnsupportedModel as error:
             log.warning("export-model: no sparse SavedModel, %s", error)
+    checks, calibration, source = _check_images(session, cfg.integer("system.export.images", 1))
+    expected = keras.ops.convert_to_numpy(plain(checks, training=False))
     directory.mkdir(parents=True, exist_ok=True)
-    keras_file = directory / f"{plain.name}.keras"
-    plain.save(keras_file)
-    saved_model = directory / f"{plain.name}_savedmodel"
-    plain.export(str(saved_model), format="tf_saved_model", verbose=False)
-    print(f"wrote {keras_file} and the SavedModel {saved_model}/", flush=True)
+    print(f"export-model: {plain.name}, pruning masks folded into the kernels, {len(norms)} batch norms folded "
+          f"into the layer before them; each format loaded back and run on {len(checks)} {source}", flush=True)
+    reference = 4 * plain.count_params()
+    print(f"  the dense model's float32 weights: {_human(reference)}", flush=True)
+    written = {}
+    for name in cfg.get("system.export.formats"):
+        absent = missing(name)
+        if absent:
+            print(f"  {name:<12} skipped: needs {', '.join(absent)} (pip install {' '.join(absent)})", flush=True)
+            continue
+        target = directory / f"{plain.name}{FORMATS[name].suffix}"
+        partial = directory / f".{target.name}.partial{target.suffix}"
+        remove(partial)
+        with quiet():
+            FORMATS[name].write(folded, partial, calibration)
+        remove(target)
+        partial.rename(target)
+        with quiet():
+            found = FORMATS[name].load(target)(checks)
+        difference = float(np.max(np.abs(found - expected)))
+        agreement = float(np.mean(found.argmax(-1) == expected.argmax(-1)))
+        bytes_ = size(target)
+        print(f"  {name:<12} {str(target):<40} {_human(bytes_):>9} ({bytes_ / reference:.2f}× the dense, gzip "
+              f"{_human(compressed_size(target))})  max |Δ| vs Keras {difference:.2e}, top-1 agreement "
+              f"{agreement:.2%}", flush=True)
+        written[name] = {"path": str(target), "bytes": bytes_, "max_difference": difference,
+                         "top1_agreement": agreement}
     if sparse is not None:
         sparse_model = directory / f"{plain.name}_sparse_savedmodel"
         export_sparse(sparse, sparse_model)
         print(f"wrote the sparse execution path as the SavedModel {sparse_model}/ (one image at a time: "
               f"signature serving_default, input `image` of shape {(1, *sparse.input_shape)})", flush=True)
-    return keras_file, saved_model
+    return written
