@@ -81,3 +81,65 @@ def test_an_export_path_that_is_a_file_is_a_config_error(workdir, capsys):
     Path("exported").write_text("not a directory")
     assert main(["small.yaml", "system.checkpoint.load=null", "export-model"]) == 2
     assert "system.export.path" in capsys.readouterr().err
+
+
+RUN_EVERY_FORMAT_WITHOUT_THE_PACKAGE = """
+import sys
+sys.modules["mayo_lite"] = None  # importing mayo_lite fails here, whatever the path
+import numpy as np
+directory, name, images_file, outputs_file = sys.argv[1:]
+images = np.load(images_file)
+outputs = {}
+import keras
+outputs["keras"] = np.asarray(keras.models.load_model(f"{directory}/{name}.keras")(images, training=False))
+import tensorflow as tf
+served = tf.saved_model.load(f"{directory}/{name}_savedmodel")  # kept: its variables live as long as it does
+outputs["saved_model"] = served.serve(images).numpy()
+from ai_edge_litert.interpreter import Interpreter
+for key, path in (("tflite", f"{directory}/{name}.tflite"), ("tflite_int8", f"{directory}/{name}_int8.tflite")):
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    rows = []
+    for image in images:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None])
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0])
+    outputs[key] = np.stack(rows)
+import onnxruntime
+session = onnxruntime.InferenceSession(f"{directory}/{name}.onnx", providers=["CPUExecutionProvider"])
+outputs["onnx"] = session.run(None, {session.get_inputs()[0].name: images})[0]
+np.savez(outputs_file, **outputs)
+"""
+
+# int8 quantisation changes the logits; the top-1 agreement with float Keras was 100% on these 64 images (the
+# bound leaves room for another machine's rounding).
+INT8_AGREEMENT = 0.9
+
+
+def test_every_format_loads_in_a_fresh_process_without_the_package_and_predicts_as_keras(workdir, tmp_path,
+                                                                                        capsys):
+    formats = "system.export.formats=[keras, saved_model, tflite, tflite_int8, onnx]"
+    assert main(["small.yaml", "train", "prune.percent=0.5", "prune", formats, "export-model"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("keras", "saved_model", "tflite", "tflite_int8", "onnx"):
+        assert f"  {name} " in printed and "top-1 agreement" in printed
+    images = np.random.default_rng(0).random((64, 8, 8, 3), dtype=np.float32)
+    expected = session_outputs("small.yaml", images, "pruned")
+    np.save(tmp_path / "images.npy", images)
+    (tmp_path / "formats.py").write_text(RUN_EVERY_FORMAT_WITHOUT_THE_PACKAGE)
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-P", str(tmp_path / "formats.py"), str(workdir / "exported"), "small",
+                    str(tmp_path / "images.npy"), str(tmp_path / "outputs.npz")],
+                   cwd="/", env=environment, check=True, capture_output=True)
+    outputs = np.load(tmp_path / "outputs.npz")
+    for name in ("keras", "saved_model", "tflite", "onnx"):
+        np.testing.assert_allclose(outputs[name], expected, atol=1e-4, err_msg=name)
+    agreement = np.mean(outputs["tflite_int8"].argmax(-1) == expected.argmax(-1))
+    assert agreement >= INT8_AGREEMENT
+
+
+def test_an_unknown_export_format_is_refused_before_any_work(workdir, capsys):
+    assert main(["small.yaml", "system.checkpoint.load=null", "system.export.formats=[tflite, coreml]",
+                 "export-model"]) == 2
+    assert "unknown format 'coreml'" in capsys.readouterr().err
+    assert not Path("exported").exists()

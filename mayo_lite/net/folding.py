@@ -74,3 +74,27 @@ def fold_batch_norms(model):
         for variable in replaced[key].weights:
             variable.assign(values[variable.path.rsplit("/", 1)[-1]].astype(variable.dtype))
     return copied, [batch_norm.name for _, batch_norm in pairs.values()]
+
+
+def _keras_equivalent(layer):
+    """The plain Keras layer computing what a project layer computes, or None."""
+    from mayo_lite.layers import ReduceMean, Squeeze
+
+    rank = len(layer.input.shape) if isinstance(layer, (ReduceMean, Squeeze)) else 0
+    if isinstance(layer, ReduceMean) and rank == 4 and {a % rank for a in layer.axis} == {1, 2}:
+        return keras.layers.GlobalAveragePooling2D(keepdims=layer.keepdims, name=layer.name,
+                                                   dtype=layer.dtype_policy)
+    if isinstance(layer, Squeeze):
+        return keras.layers.Reshape(tuple(layer.output.shape[1:]), name=layer.name, dtype=layer.dtype_policy)
+    return None
+
+
+def with_keras_layers(model):
+    """A copy of `model` in which this project's weightless layers with a Keras equivalent (a mean over height
+    and width, a squeeze) are that Keras layer, so an exported `.keras` file loads without mayo-lite when nothing
+    else of it needs it. Returns the copy and the names of the layers that still come from mayo-lite."""
+    if not any(_keras_equivalent(layer) is not None for layer in all_layers(model)):
+        copied = model
+    else:
+        copied, _ = clone(model, _keras_equivalent)
+    return copied, [layer.name for layer in all_layers(copied) if type(layer).__module__.startswith("mayo_lite")]

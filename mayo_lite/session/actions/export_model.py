@@ -20,7 +20,7 @@ import numpy as np
 from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
-from mayo_lite.net.folding import fold_batch_norms
+from mayo_lite.net.folding import fold_batch_norms, with_keras_layers
 from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size
 from mayo_lite.sparse import SparseGatedModel, UnsupportedModel
 
@@ -87,6 +87,7 @@ def export_model(runner):
     plain = build_model(cfg.get("model"), session.input_shape(), origin=cfg.origin, masked=False)
     copy_folded(session.model, plain)
     folded, norms = fold_batch_norms(plain)
+    folded, own_layers = with_keras_layers(folded)
     sparse = None
     if list(gated_layers(plain)):
         try:
@@ -98,6 +99,9 @@ def export_model(runner):
     directory.mkdir(parents=True, exist_ok=True)
     print(f"export-model: {plain.name}, pruning masks folded into the kernels, {len(norms)} batch norms folded "
           f"into the layer before them; each format loaded back and run on {len(checks)} {source}", flush=True)
+    if own_layers:
+        print(f"  the .keras file needs mayo_lite.layers imported to load ({', '.join(own_layers)}); the other "
+              f"formats need nothing", flush=True)
     reference = 4 * plain.count_params()
     print(f"  the dense model's float32 weights: {_human(reference)}", flush=True)
     written = {}
