@@ -2,6 +2,7 @@
 one way, and nothing that points outside the repository."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,10 @@ def test_nothing_in_the_repository_points_outside_it():
              for path in ROOT.rglob(pattern) if ".venv" not in path.parts and ".git" not in path.parts]
     outside = ("../" + "shared", "shared/" + "design")  # spelled apart, so this file does not match itself
     assert [str(path.relative_to(ROOT)) for path in files if any(text in path.read_text() for text in outside)] == []
+
+
+def test_the_package_list_of_pyproject_is_every_package_of_the_tree():
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = set(re.findall(r'"(mayo_lite[a-z_.]*)"', text.split("packages = [", 1)[1].split("]", 1)[0]))
+    found = {".".join(path.parent.relative_to(ROOT).parts) for path in PACKAGE.rglob("__init__.py")}
+    assert listed == found | {"mayo_lite.configs"}
