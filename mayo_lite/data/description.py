@@ -7,6 +7,28 @@ from mayo_lite.errors import ConfigError
 
 SPLITS = ("train", "validate")
 
+# Every key of the `dataset` section the data room reads, and what it means (docs/reference.md is generated from
+# this table; `source` keys depend on `source.type`).
+KEYS = {
+    "name": "the dataset's name (checkpoint and plot directories are named after it)",
+    "source.type": "idx, tfds, synthetic or tfrecord",
+    "source.path": "idx: the directory of the IDX files (null: <search path>/<name with - for _>)",
+    "source.tfds": "idx and tfds: the TensorFlow Datasets builder (idx falls back to it)",
+    "source.data_dir": "tfds: the TensorFlow Datasets directory (null: ~/tensorflow_datasets)",
+    "source.manual_dir": "tfds: where the builder's manually downloaded archives are",
+    "source.download": "tfds: whether to download when the data is not prepared",
+    "source.splits": "tfds: {train: SPLIT, validate: SPLIT}, the builder's split names",
+    "source.seed": "synthetic: the seed of the random images and labels",
+    "path.train, path.validate": "tfrecord: file globs of the shards, searched along system.search_path.dataset",
+    "task.num_classes": "number of classes the logits have (with the background class, if used)",
+    "task.class_names": "optional names of the classes, for figures",
+    "task.background_class.use": "true when class 0 is a background class (labels shift up by one)",
+    "task.shape.height, .width, .channels": "the images' shape after preprocessing, the model's input",
+    "task.moment.mean, .std": "per-channel statistics of the images in [0, 1], for normalize_channels",
+    "task.preprocess.train, .validate, .final_cpu, .final_gpu": "lists of preprocessing steps, in this order",
+    "num_examples_per_epoch.train, .validate": "examples in one epoch of each split",
+}
+
 _MISSING = object()
 
 

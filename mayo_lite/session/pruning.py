@@ -16,6 +16,18 @@ from mayo_lite.prune.schedule import ScheduleError, parse_schedule
 # training batches after pruning, since the pruned convolutions' outputs no longer have the statistics they had.
 DEFAULTS = {"percent": 0.3, "granularity": "kernel", "saliency": "max", "scope": "global", "layers": None,
             "name": "pruned", "schedule": None, "recalibrate": 0}
+# What each key means (docs/reference.md is generated from it).
+MEANINGS = {
+    "percent": "fraction of the selected weights `prune` removes, in [0, 1)",
+    "granularity": "what is scored and removed together: weight, kernel (each K×K slice), filter (an output "
+                   "channel's weights) or channel (by the following batch norm's scale)",
+    "saliency": "how a kernel is scored: max (largest |w|, the reference), l1 or l2",
+    "scope": "global (one threshold over all selected layers, the reference) or layer (the same percent in each)",
+    "layers": "null for every convolution, or layer names and fnmatch patterns",
+    "name": "the checkpoint `prune` saves",
+    "schedule": "gradual pruning during `train`: {type: constant, percent} or {type: polynomial, final, end, ...}",
+    "recalibrate": "training batches to re-estimate batch-norm statistics on after pruning (0: none)",
+}
 
 
 def settings(cfg):
