@@ -51,13 +51,22 @@ def _dataset(cfg):
     """The dataset description's values every action reads: what the data room would refuse only once the model
     is built and a checkpoint loaded, refused here first, naming the file that set the key."""
     cfg.name("dataset.name")
+    fitted = cfg.get("dataset.task.preprocess.shape", None)
+    if fitted is not None and not isinstance(fitted, dict):
+        raise located_error(cfg.origin("dataset.task.preprocess.shape"), "dataset.task.preprocess.shape",
+                            f"expected a mapping of height, width, channels, got {fitted!r}")
     for key in ("height", "width", "channels"):
-        cfg.integer(f"dataset.task.shape.{key}", 1)
+        # Mayo's datasets may give only `channels` when the model sets the network's input shape.
+        if fitted is not None and key in fitted:
+            cfg.integer(f"dataset.task.preprocess.shape.{key}", 1)
+        else:
+            cfg.integer(f"dataset.task.shape.{key}", 1)
     cfg.integer("dataset.task.num_classes", 1)
     for split in ("train", "validate"):
         cfg.integer(f"dataset.num_examples_per_epoch.{split}", 1)
-    if "dataset.task.background_class.use" in cfg:
-        cfg.boolean("dataset.task.background_class.use")
+    for key in ("use", "has"):
+        if f"dataset.task.background_class.{key}" in cfg:
+            cfg.boolean(f"dataset.task.background_class.{key}")
     if "dataset.source.seed" in cfg:
         cfg.integer("dataset.source.seed", *SEED_RANGE)
 

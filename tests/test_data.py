@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 import yaml
 
 from mayo_lite.data import PREPROCESS_STEPS, SOURCES, make_dataset, num_examples
+from mayo_lite.data.description import num_classes
 from mayo_lite.data.idx_files import read_idx
 from mayo_lite.data.preprocess import apply_steps, compile_steps
 from mayo_lite.errors import ConfigError, DataError
@@ -343,9 +344,9 @@ def test_validation_order_is_the_source_order():
 def test_background_class_shifts_labels():
     dataset = load_config("synthetic")
     plain = first_batch(make_dataset(dataset, "validate", 32, False))[1]
-    dataset["task"]["background_class"] = {"use": True}
-    dataset["task"]["num_classes"] = 11
+    dataset["task"]["background_class"] = {"use": True}  # Mayo's rule: the network gets one more output
     np.testing.assert_array_equal(first_batch(make_dataset(dataset, "validate", 32, False))[1], plain + 1)
+    assert num_classes(dataset) == dataset["task"]["num_classes"] + 1
 
 
 def test_step_errors_from_the_pipeline_are_one_line():

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from mayo_lite.config import BUNDLED_CONFIGS, Config
 from mayo_lite.data import make_dataset
+from mayo_lite.data.description import num_classes
 from mayo_lite.errors import DataError
 
 IMAGENET_YAML = BUNDLED_CONFIGS / "datasets" / "imagenet.yaml"
@@ -104,9 +105,10 @@ def test_labels_without_the_background_class_count_from_zero(shards):
     directory, _, validate_labels = shards
     with_background = epoch(make_dataset(imagenet_config(directory), "validate", 6, False))[1]
     dataset = imagenet_config(directory)
-    dataset["task"].update(num_classes=1000, background_class={"use": False})
+    dataset["task"].update(background_class={"has": True, "use": False})  # Mayo's imagenet.yaml: {has: true}
     without_background = epoch(make_dataset(dataset, "validate", 6, False))[1]
     np.testing.assert_array_equal(without_background, with_background - 1)
+    assert num_classes(dataset) == 1000
     assert sorted(with_background) == sorted(validate_labels)
 
 

@@ -69,16 +69,53 @@ def positive_int(dataset, path):
     return value
 
 
+SHAPE_KEYS = ("height", "width", "channels")
+
+
 def task_shape(dataset):
     """`dataset.task.shape` as a (height, width, channels) tuple of positive integers."""
-    return tuple(positive_int(dataset, f"task.shape.{key}") for key in ("height", "width", "channels"))
+    return tuple(positive_int(dataset, f"task.shape.{key}") for key in SHAPE_KEYS)
 
 
-def num_classes(dataset):
-    return positive_int(dataset, "task.num_classes")
+def network_shape(dataset):
+    """The shape the network is built for, and where it comes from.
+
+    As in Mayo, `dataset.task.preprocess.shape` (which Mayo's model files set) is the network's input, to which
+    every image is converted and resized after the split's own steps; each of its keys it lacks comes from
+    `dataset.task.shape` (the images' own shape, which may give only `channels`). Without it the network takes
+    `dataset.task.shape`, and images must come out of the preprocessing at that shape.
+    """
+    wanted = lookup(dataset, "task.preprocess.shape", None)
+    if wanted is None:
+        return task_shape(dataset), "dataset.task.shape"
+    if not isinstance(wanted, dict):
+        raise bad_value("task.preprocess.shape", "a mapping of height, width, channels", wanted)
+    shape = []
+    for key in SHAPE_KEYS:
+        path = f"task.preprocess.shape.{key}" if key in wanted else f"task.shape.{key}"
+        shape.append(positive_int(dataset, path))
+    return tuple(shape), "dataset.task.preprocess.shape"
+
+
+def resizes(dataset):
+    """Whether images are converted and resized to the network's shape (`task.preprocess.shape` is given)."""
+    return lookup(dataset, "task.preprocess.shape", None) is not None
+
+
+def _background(dataset, key):
+    background = lookup(dataset, "task.background_class", None) or {}
+    value = background.get(key, False) if isinstance(background, dict) else False
+    if not isinstance(value, bool):
+        raise bad_value(f"task.background_class.{key}", "true or false", value)
+    return int(value)
 
 
 def label_offset(dataset):
-    """1 when class 0 is a background class (Mayo's and slim's ImageNet), so labels shift up by one; else 0."""
-    background = lookup(dataset, "task.background_class", None) or {}
-    return 1 if background.get("use", False) else 0
+    """Mayo's rule: `use − has` of `task.background_class`. `has`: the stored labels count a background class 0
+    (slim's ImageNet records, 1..1000); `use`: the network has a background output. Stored labels shift by it."""
+    return _background(dataset, "use") - _background(dataset, "has")
+
+
+def num_classes(dataset):
+    """The network's number of outputs: `task.num_classes` (the stored labels' range) plus `label_offset`."""
+    return positive_int(dataset, "task.num_classes") + label_offset(dataset)

@@ -16,10 +16,11 @@ from mayo_lite.data.description import (
     dataset_name,
     label_offset,
     lookup,
+    network_shape,
     positive_int,
-    task_shape,
+    resizes,
 )
-from mayo_lite.data.preprocess import apply_steps, compile_steps
+from mayo_lite.data.preprocess import apply_steps, compile_steps, fit_to_shape
 from mayo_lite.data.sources import SOURCES
 from mayo_lite.errors import ConfigError
 
@@ -122,19 +123,18 @@ def make_dataset(
     is_seed = seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool))
     _check_argument("seed", seed, is_seed, "an integer or None")
     name = dataset_name(dataset)
-    shape = task_shape(dataset)
+    shape, shape_source = network_shape(dataset)
+    fitted = resizes(dataset)
     count = num_examples(dataset, split)
     source_type = lookup(dataset, "source.type")
     if source_type not in SOURCES:
         raise ConfigError(
             f"Unknown dataset.source.type {source_type!r}; known source types: {', '.join(sorted(SOURCES))}"
         )
-    phases = ("train" if training else "validate",) + FINAL_PHASES
-    steps = [
-        step
-        for phase in phases
-        for step in compile_steps(lookup(dataset, f"task.preprocess.{phase}", None), f"dataset.task.preprocess.{phase}")
-    ]
+    def steps_of(phases):
+        return [step for phase in phases for step in compile_steps(
+            lookup(dataset, f"task.preprocess.{phase}", None), f"dataset.task.preprocess.{phase}")]
+    split_steps, final_steps = steps_of(("train" if training else "validate",)), steps_of(FINAL_PHASES)
     moment = lookup(dataset, "task.moment", None)
     offset = label_offset(dataset)
 
@@ -163,7 +163,10 @@ def make_dataset(
         image, label = example[:2]
         boxes = example[2] if len(example) > 2 else None
         image = tf.image.convert_image_dtype(_decode(image, shape[-1]), tf.float32)
-        image = apply_steps(image, steps, shape, moment, image_seed, boxes)
+        image = apply_steps(image, split_steps, shape, moment, image_seed, boxes)
+        if fitted:  # Mayo: converted and resized to the network's shape before the final steps
+            image = fit_to_shape(image, shape)
+        image = apply_steps(image, final_steps, shape, moment, image_seed, boxes, first=len(split_steps))
         return image, tf.cast(label, tf.int32) + offset
 
     # Order is kept unless it cannot be repeated anyway (unseeded training), where not waiting is faster.
@@ -172,9 +175,9 @@ def make_dataset(
     image_shape = tuple(pipeline.element_spec[0].shape)
     if image_shape != shape:
         raise ConfigError(
-            f"dataset.task.shape is {_format_shape(shape)} (height x width x channels) but the {split} images of "
-            f"{name} are {_format_shape(image_shape)} after preprocessing; fix dataset.task.shape or add a resize "
-            f"or crop step to dataset.task.preprocess"
+            f"{shape_source} is {_format_shape(shape)} (height x width x channels) but the {split} images of "
+            f"{name} are {_format_shape(image_shape)} after preprocessing; fix {shape_source}, add a resize or crop "
+            f"step to dataset.task.preprocess, or set dataset.task.preprocess.shape to have them resized to it"
         )
     pipeline = pipeline.batch(int(batch_size), drop_remainder=drop_remainder)
     return pipeline.prefetch(tf.data.AUTOTUNE)

@@ -147,13 +147,44 @@ def crop_or_pad(image, context, height=None, width=None):
     return tf.image.resize_with_crop_or_pad(image, height, width)
 
 
-def resize(image, context, height=None, width=None, method="bilinear"):
-    """Resizes to `height` x `width` (default: the task's size) with `method`, ignoring the aspect ratio."""
+def resize(image, context, height=None, width=None, method="bilinear", fill=False):
+    """Resizes to `height` x `width` (default: the task's size) with `method`; `fill` (Mayo's) first crops the
+    centre to the target's aspect ratio, so nothing is stretched, else the aspect ratio is ignored."""
     height = _size("resize", "height", height, context.shape[0])
     width = _size("resize", "width", width, context.shape[1])
     if method not in RESIZE_METHODS:
         raise _invalid("resize", "method", method, f"one of {', '.join(RESIZE_METHODS)}")
+    if not isinstance(fill, bool):
+        raise _invalid("resize", "fill", fill, "true or false")
+    if fill:
+        image = _crop_to_aspect(image, width / height)
     return tf.image.resize(image, [height, width], method=method)
+
+
+def _crop_to_aspect(image, aspect):
+    """The largest central window of `image` with width / height = `aspect` (Mayo's `fill`)."""
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    width = tf.minimum(tf.round(size[0] * aspect), size[1])
+    height = tf.minimum(tf.round(width / aspect), size[0])
+    return tf.image.resize_with_crop_or_pad(image, tf.cast(height, tf.int32), tf.cast(width, tf.int32))
+
+
+def fit_to_shape(image, shape):
+    """What Mayo does after a split's steps when the model sets `dataset.task.preprocess.shape`: grey to colour by
+    repeating the channel, colour to grey by luminance, then a `fill` resize when the size differs."""
+    height, width, channels = shape
+    present = image.shape[-1]
+    if present != channels:
+        if present == 3 and channels == 1:
+            image = tf.image.rgb_to_grayscale(image)
+        elif present == 1:
+            image = tf.concat([image] * channels, axis=-1)
+        else:
+            raise ConfigError(f"dataset.task.preprocess.shape: cannot turn images of {present} channels into "
+                              f"{channels} channels")
+    if tuple(image.shape[:2]) != (height, width):
+        image = tf.image.resize(_crop_to_aspect(image, width / height), [height, width], method="bilinear")
+    return tf.ensure_shape(image, [height, width, channels])
 
 
 def normalize_channels(image, context):
@@ -290,11 +321,11 @@ def compile_steps(specs, location):
     return steps
 
 
-def apply_steps(image, steps, shape, moment, seed, boxes=None):
+def apply_steps(image, steps, shape, moment, seed, boxes=None, first=0):
     """Runs `steps` on one image; `seed` is an int64 scalar unique to this image (the pipeline draws it), `boxes`
-    its object boxes if the source gives them."""
+    its object boxes if the source gives them; `first` numbers the steps' random streams after earlier ones."""
     moment = moment or {}
-    for index, step in enumerate(steps):
+    for index, step in enumerate(steps, start=first):
         step_seed = tf.stack([seed, tf.constant(index, tf.int64)])
         context = StepContext(shape, moment.get("mean"), moment.get("std"), step_seed, boxes)
         try:

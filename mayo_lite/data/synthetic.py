@@ -12,7 +12,6 @@ from mayo_lite.data.description import (
     bad_value,
     label_offset,
     lookup,
-    num_classes,
     positive_int,
     task_shape,
 )
@@ -27,7 +26,9 @@ def read_synthetic_source(dataset, split, search_path):
     count = positive_int(dataset, f"num_examples_per_epoch.{split}")
     generator = np.random.default_rng([seed, SPLITS.index(split)])
     images = generator.random((count, *task_shape(dataset)), dtype=np.float32)
-    # With a background class, label 0 is reserved for it and the pipeline shifts these up by one.
-    labels = generator.integers(0, num_classes(dataset) - label_offset(dataset), size=count, dtype=np.int32)
+    # Labels as a source stores them: from 1 when `background_class.has` (class 0 is the background), in
+    # [0, task.num_classes) otherwise; the pipeline then shifts them by `use - has`.
+    first = label_offset(dataset) < 0 or (lookup(dataset, "task.background_class.has", False) is True)
+    labels = generator.integers(int(first), positive_int(dataset, "task.num_classes"), size=count, dtype=np.int32)
     examples = tf.data.Dataset.from_tensor_slices((images, labels))
     return SourceExamples(examples, in_memory=True, origin=f"synthetic data (seed {seed})")

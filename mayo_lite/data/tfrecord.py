@@ -4,9 +4,9 @@ Each record is a `tf.train.Example` as slim's `build_imagenet_data.py` writes it
 `image/class/label` (1..1000; 0 is slim's background class) and the object boxes `image/object/bbox/{xmin, ymin,
 xmax, ymax}` (often empty). The shards of `dataset.path.<split>` are read interleaved and parsed in parallel into
 (encoded image, label, boxes); the pipeline (`pipeline.py`) shuffles them still compressed and decodes them in its
-own parallel map, so its shuffle buffer holds JPEG bytes rather than decoded images. Labels come out 0-based over
-the real classes, as from every other source, and the pipeline adds slim's background offset back when
-`task.background_class.use` is true.
+own parallel map, so its shuffle buffer holds JPEG bytes rather than decoded images. Labels come out as stored;
+the pipeline shifts them by Mayo's `task.background_class` rule (`use − has`: slim's ImageNet records have the
+background class, Mayo's CIFAR and MNIST records do not).
 """
 
 import functools
@@ -122,13 +122,14 @@ def check_shards(files):
 
 
 def parse_record(record):
-    """(encoded image, label 0-based over the real classes, boxes [N, 4] ymin, xmin, ymax, xmax in [0, 1])."""
+    """(encoded image, label as stored, boxes [N, 4] ymin, xmin, ymax, xmax in [0, 1])."""
     specs = {name: spec for name, (spec, _) in REQUIRED_FEATURES.items()}
     specs.update({name: tf.io.VarLenFeature(tf.float32) for name in BOX_FEATURES})
     features = tf.io.parse_single_example(record, specs)
     boxes = tf.stack([tf.sparse.to_dense(features[name]) for name in BOX_FEATURES], axis=1)
-    # slim counts the real classes from 1; the pipeline adds the background offset back where it is used.
-    label = tf.cast(features["image/class/label"], tf.int32) - 1
+    # As stored (slim's ImageNet counts the real classes from 1, class 0 being the background); the pipeline
+    # shifts them by Mayo's `background_class` rule, `use - has`.
+    label = tf.cast(features["image/class/label"], tf.int32)
     return features["image/encoded"], label, tf.clip_by_value(boxes, 0.0, 1.0)
 
 

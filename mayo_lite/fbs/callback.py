@@ -9,8 +9,8 @@ from mayo_lite.layers import gated_layers
 class GateDensities(keras.callbacks.Callback):
     """Adds the fraction of output channels the gates keep to the training logs.
 
-    After each training batch the logs get `density` (as the runner names it), the epoch's running mean over all gated layers
-    (weighted by their channels), and with `per_layer=True` also `density/<layer name>` for each gated layer; at
+    After each training batch the logs get `density` (as the runner names it), the epoch's running mean over all
+    gated layers (weighted by their channels), and with `per_layer=True` also `density/<layer name>` for each gated layer; at
     the end of the epoch they hold the epoch's means. Place it before any callback that should see them
     (Keras' own progress bar always comes last).
 

@@ -15,6 +15,13 @@ from mayo_lite.files import write_atomically  # noqa: E402
 DPI = 120
 
 
+def _short(count):
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size:
+            return f"{count / size:.3g}{unit}"
+    return f"{count:.3g}"
+
+
 def _save(figure, path):
     # Drawn to memory and written atomically: an interrupted plot leaves the previous figure, not half a PNG.
     import io
@@ -64,16 +71,16 @@ def layer_costs(rows, subject, path):
                   label="effective MACs (masks and gates)")
     macs_axis.set_yscale("log")
     macs_axis.set_ylabel("multiply-accumulates per image (log scale)")
-    macs_axis.legend()
+    macs_axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     macs_axis.set_title("MACs per layer")
     weight = [row["weight_density"] if row["weight_density"] is not None else math.nan for row in rows]
     density_axis.bar(positions - 0.2, weight, width=0.4, label="weight density (kept by pruning masks)")
     density_axis.bar(positions + 0.2, [row["out_density"] for row in rows], width=0.4,
                      label="output channel density (kept by gates)")
-    density_axis.set_ylim(0, 1.3)
+    density_axis.set_ylim(0, 1.05)
     density_axis.set_ylabel("fraction kept")
     density_axis.set_xticks(positions, labels=names, rotation=60, ha="right")
-    density_axis.legend(loc="upper center", ncols=2, fontsize="small")
+    density_axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     density_axis.set_title("weight and gate density per layer (no bar: no mask)")
     figure.suptitle(f"Per-layer cost\n{subject}")
     return _save(figure, path)
@@ -84,19 +91,42 @@ CURVES = (("loss", "training loss"), ("top1", "training top-1 accuracy"), ("lear
           ("density", "mean gate density"))
 
 
+def stages(history):
+    """The history's rows split where the epoch counter goes back (`reset-num-epochs` starts a new stage), each
+    row placed at the epochs trained before it plus its own epoch: [(stage rows, their x positions)]."""
+    result, offset, previous = [], 0.0, None
+    for row in history:
+        if previous is None or row["epoch"] <= previous:
+            if result:
+                offset += previous
+            result.append(([], []))
+        result[-1][0].append(row)
+        result[-1][1].append(offset + row["epoch"])
+        previous = row["epoch"]
+    return result
+
+
 def training_curves(history, subject, path):
-    """Loss, top-1, learning rate and gate density against the epoch, from the run's history rows."""
+    """Loss, top-1, learning rate and gate density per epoch, from the run's history rows; a stage started by
+    `reset-num-epochs` continues to the right in its own colour."""
     present = [(key, label) for key, label in CURVES if any(key in row for row in history)]
+    parts = stages(history)
     figure, axes = plt.subplots(len(present), 1, figsize=(7, 2.4 * len(present)), sharex=True, squeeze=False,
                                 layout="constrained")
     for axis, (key, label) in zip(axes[:, 0], present):
-        points = [(row["epoch"], row[key]) for row in history if key in row]
-        axis.plot(*zip(*points), marker="o")
+        for number, (rows, positions) in enumerate(parts, start=1):
+            points = [(x, row[key]) for x, row in zip(positions, rows) if key in row]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=f"stage {number}" if len(parts) > 1 else None)
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
         if key in ("top1", "density"):
             axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
-    axes[-1, 0].set_xlabel("epoch")
+        if key == "density":
+            axis.set_ylim(0, 1.05)
+    if len(parts) > 1:
+        axes[0, 0].legend(fontsize="small")
+    axes[-1, 0].set_xlabel("epochs trained" + (" (all stages, in order)" if len(parts) > 1 else ""))
     figure.suptitle(f"Training curves\n{subject}")
     return _save(figure, path)
 
@@ -117,8 +147,15 @@ def accuracy_against_macs(checkpoints, sweep, subject, path):
         axis.plot([p[0] for p in sweep], [p[1] for p in sweep], "s-", label="runs of the sweep (last checkpoint)")
         for macs, top1, label in sweep:
             axis.annotate(label, (macs, top1), textcoords="offset points", xytext=(5, -10), fontsize=8)
-    axis.set_xscale("log")
-    axis.set_xlabel("effective multiply-accumulates per image (log scale)")
+    macs = [p[0] for p in list(checkpoints) + list(sweep)]
+    if max(macs) > 1.5 * min(macs):
+        axis.set_xscale("log")
+        axis.set_xlabel("effective multiply-accumulates per image (log scale)")
+    else:  # a log axis over a narrow range labels every minor tick with the same long number
+        axis.set_xlim(0.9 * min(macs), 1.1 * max(macs))
+        axis.set_xlabel("effective multiply-accumulates per image")
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: _short(value)))
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axis.set_ylabel("validation top-1 accuracy")
     axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     axis.grid(alpha=0.3, which="both")

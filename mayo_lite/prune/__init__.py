@@ -14,6 +14,6 @@ from mayo_lite.prune.saliency import GRANULARITIES, KERNEL_SALIENCIES, kernel_sa
 from mayo_lite.prune.selection import prunable_layers, weight_density
 from mayo_lite.prune.thresholds import SCOPES, global_threshold
 
-__all__ = ["GRANULARITIES", "GradualPruning", "KERNEL_SALIENCIES", "LayerPruning", "PruneArgumentError", "PruneReport", "SCOPES",
-           "add_masks", "global_threshold", "kernel_saliency", "prunable_layers", "prune_model", "strip_masks",
+__all__ = ["GRANULARITIES", "GradualPruning", "KERNEL_SALIENCIES", "LayerPruning", "PruneArgumentError",
+           "PruneReport", "SCOPES", "add_masks", "global_threshold", "kernel_saliency", "prunable_layers", "prune_model", "strip_masks",
            "weight_density", "weight_saliencies"]

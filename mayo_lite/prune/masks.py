@@ -53,8 +53,8 @@ def prune_model(model, percent=0.3, granularity="kernel", saliency="max", scope=
             literally, would prune the weights tied at the smallest saliency).
         granularity: `"weight"` (|w|), `"kernel"` (each K_h × K_w slice, by `saliency`), `"filter"` (L1 norm of an
             output channel's weights) or `"channel"` (|gamma| of the batch norm that follows the layer, named
-            `<layer name>.bn` or its only consumer in the graph; network slimming; not for gated layers). Channel pruning also zeroes that batch norm's gamma
-            and beta at the pruned channels.
+            `<layer name>.bn` or its only consumer in the graph; network slimming; not for gated layers).
+            Channel pruning also zeroes that batch norm's gamma and beta at the pruned channels.
         saliency: `"max"` (the reference), `"l1"` or `"l2"`; used by `kernel` granularity.
         scope: `"global"` (one threshold over all selected layers) or `"layer"` (the same percent in every layer).
         layers: None for every prunable layer, or a list of layer names or fnmatch patterns.

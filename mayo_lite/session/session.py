@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from mayo_lite import registry, weights
 from mayo_lite.data import make_dataset, num_examples
+from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
 from mayo_lite.session.callbacks import DivergedError
@@ -80,7 +81,7 @@ class Session:
     def __init__(self, cfg, continue_from=None):
         """`continue_from`: a checkpoint to load instead of the one `system.checkpoint.load` selects (the
         command line passes the last one the previous session loaded or saved, see `mayo_lite.cli.Runner`)."""
-        self.cfg = cfg
+        self.cfg = self._with_network_classes(cfg)
         self.version = cfg.version
         seed = cfg.integer("system.seed", *SEED_RANGE, optional=True)
         if seed is not None:
@@ -136,16 +137,31 @@ class Session:
         return STRATEGIES[name]()
 
     def input_shape(self):
-        shape = self.cfg.get("dataset.task.shape")
-        try:
-            values = tuple(shape[key] for key in ("height", "width", "channels"))
-        except (TypeError, KeyError):
-            raise ConfigError(f"{self.cfg.where('dataset.task.shape')}: expected "
-                              f"{{height, width, channels}}, got {shape!r}") from None
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise ConfigError(f"{self.cfg.where('dataset.task.shape')}: expected positive "
-                              f"integers, got {shape!r}")
-        return values
+        """The network's input shape: `dataset.task.preprocess.shape` where a (Mayo) model sets it, else
+        `dataset.task.shape` (`mayo_lite.data.description.network_shape`)."""
+        return self.input_source()[0]
+
+    def input_source(self):
+        """(the network's input shape, the key it comes from)."""
+        with self._located():
+            return network_shape(self.dataset)
+
+    def _with_network_classes(self, cfg):
+        """The config the model is built from: as given, or with `dataset.task.num_classes` moved by Mayo's
+        background-class rule (`use − has`), which Mayo also writes back into the config for `$()` to read."""
+        dataset = cfg.get("dataset", None)
+        if not isinstance(dataset, dict):
+            return cfg
+        self.cfg, self.dataset = cfg, dataset  # for `_located`, until the caller sets them
+        with self._located():
+            offset, outputs = label_offset(dataset), num_classes(dataset)
+        if offset == 0:
+            return cfg
+        adjusted = cfg.copy()
+        adjusted.set("dataset.task.num_classes", outputs, origin=cfg.origin("dataset.task.background_class"))
+        log.info("the network has %d outputs: dataset.task.num_classes %d %+d (background_class use − has)",
+                 outputs, outputs - offset, offset)
+        return adjusted
 
     def _optimizer(self):
         """The optimizer of `train.optimizer`, with the learning rate a function of the epoch counter."""
@@ -293,6 +309,11 @@ class Session:
                 log.info("optimizer state in %s does not fit this model; it starts afresh", path)
         for variable, value in pairs + optimizer_pairs:
             variable.assign(value)
+        # A checkpoint without masks is unpruned: masks a previous load of this session wrote go back to ones
+        # (eval-all loads a run's checkpoints one after another, pruned and not).
+        for name in missing:
+            if name.endswith("/mask"):
+                targets[name].assign(np.ones(targets[name].shape, targets[name].dtype))
         self.epoch.assign(epoch)
         self.checkpoint_path = path
         log.info("loaded %s (epoch %s)", description, epoch_text(epoch))

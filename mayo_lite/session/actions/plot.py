@@ -31,7 +31,7 @@ def gate_statistics(session, batches):
     comes from the layer's own `compute_gate`."""
     model, gated = session.model, list(gated_layers(session.model))
     inputs = keras.Model(model.inputs, [layer.input for layer in gated])
-    classes = int(session.dataset["task"]["num_classes"])
+    classes = int(model.output.shape[-1])
     sums = {layer.name: (np.zeros((classes, layer.filters)), np.zeros((classes, layer.filters))) for layer in gated}
     counts, images = np.zeros(classes), 0
     for features, labels in session.pipeline("validate").take(batches):
@@ -51,9 +51,10 @@ def gate_statistics(session, batches):
 
 
 def read_csv(path):
+    """The rows of a CSV file, numbers as floats, other non-empty cells as text."""
     with open(path, newline="") as stream:
-        return [{key: float(value) for key, value in row.items() if value not in ("", None) and _number(value)}
-                for row in csv.DictReader(stream)]
+        return [{key: float(value) if _number(value) else value for key, value in row.items()
+                 if value not in ("", None)} for row in csv.DictReader(stream)]
 
 
 def _number(text):
@@ -73,9 +74,12 @@ def _accuracy_points(cfg):
             log.warning("plot: %s has no effective_macs and top1 columns (written by eval-all)", path)
         return found
 
-    # `latest` repeats the last numbered checkpoint: one point each.
-    checkpoints = sorted({(row["effective_macs"], row["top1"], f"epoch {epoch_text(row.get('epoch', 0))}")
-                          for row in (rows("eval_all.csv") if Path("eval_all.csv").is_file() else [])})
+    found = rows("eval_all.csv") if Path("eval_all.csv").is_file() else []
+    # `latest` repeats another checkpoint: drawn only when it does not.
+    points = {(row["effective_macs"], row["top1"]): row for row in found if row.get("checkpoint") == "latest"}
+    points.update({(row["effective_macs"], row["top1"]): row for row in found if row.get("checkpoint") != "latest"})
+    checkpoints = sorted((macs, top1, f"{row.get('checkpoint', '?')} (epoch {epoch_text(row.get('epoch', 0))})")
+                         for (macs, top1), row in points.items())
     sweep = []
     for name in cfg.get("system.plot.runs") or []:
         found = rows(name)
@@ -97,8 +101,12 @@ def plot(runner):
     densities = None
     if list(gated_layers(session.model)):
         statistics, densities, images = gate_statistics(session, cfg.integer("system.plot.batches", 1))
-        names = session.dataset["task"].get("class_names") or [str(i) for i in range(len(next(iter(
-            statistics.values()))[0]))]
+        classes = len(next(iter(statistics.values()))[0])
+        names = [str(name) for name in session.dataset["task"].get("class_names") or []]
+        if len(names) == classes - 1:  # a background output first (background_class.use)
+            names = ["background"] + names
+        if len(names) != classes:
+            names = [str(i) for i in range(classes)]
         for name, (gamma, kept) in statistics.items():
             written.append(gate_heatmap(name, gamma, kept, names, f"{subject}, {images:,} validation images",
                                         directory / f"gates_{name}.png"))
