@@ -63,8 +63,6 @@ FILES = {
     "binary.yaml": b"\xff\xfe\x00garbage\x80\x81",
     "notes.txt": "a file where a directory should be",
     "big_kernel.yaml": MODEL.replace("kernel_size: 3", "kernel_size: 40, padding: valid"),
-    "big_pool.yaml": MODEL.replace("pool: {type: reduce_mean, axis: [1, 2]}",
-                                   "pool: {type: max_pool, kernel_size: 40, padding: valid}"),
     "squeeze.yaml": MODEL.replace("pool: {type: reduce_mean, axis: [1, 2]}", "pool: {type: squeeze, axis: [1, 2]}"),
     "twice.yaml": MODEL.replace(
         "  graph: {from: input, with: [conv0, pool, logits], to: output}",
@@ -188,7 +186,6 @@ CASES = [
     (["gated.yaml", "model.layers.conv0.gate_params.norm=channel", "bench"], "needs norm: batch"),
     # Models that cannot be built.
     (["big_kernel.yaml", "info"], "big_kernel.yaml: model.layers.conv0: Computed output size"),
-    (["big_pool.yaml", "info"], "big_pool.yaml: model.layers.pool: Computed output size"),
     (["squeeze.yaml", "info"], "squeeze.yaml: model.layers.pool: Invalid value received for argument `axis`"),
     (["twice.yaml", "info"], "is used twice"),
     (["unknown_type.yaml", "info"], "did you mean reduce_mean?"),

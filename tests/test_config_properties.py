@@ -1,6 +1,7 @@
 """Property tests of the configuration language: merging, overrides, reference resolution and hostile input."""
 
 import math
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -129,6 +130,8 @@ def merged_documents(documents):
 def test_an_override_always_wins(documents, path, value):
     text = yaml_text(value)
     assume(yaml.safe_load(text) == value)
+    # By design this loader reads `1e-3` and `0E0` as floats, as YAML 1.2 does (PyYAML keeps them strings).
+    assume(not (isinstance(value, str) and re.fullmatch(r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+", value)))
     cfg = Config()
     with tempfile.TemporaryDirectory() as directory:
         for index, document in enumerate(documents):

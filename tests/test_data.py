@@ -292,7 +292,7 @@ def test_steps_are_a_table():
     assert set(PREPROCESS_STEPS) == {
         "random_flip", "random_crop", "central_crop", "crop", "crop_or_pad", "resize", "normalize_channels",
         "subtract_channel_means", "linear_map", "standardize_image", "distort_color", "distort_bbox",
-        "reverse_channels",
+        "reverse_channels", "permute_channels",
     }
     assert set(SOURCES) == {"idx", "tfds", "synthetic", "tfrecord"}
 

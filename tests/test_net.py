@@ -166,11 +166,13 @@ def test_every_layer_type_builds(kind):
         "concat": {"axis": -1},
         "activation": {"mode": "relu6"},
         "local_response_normalization": {"depth_radius": 2},
+        "crop": {"cropping": 1},
+        "space_to_depth": {"block_size": 2},
     }
     spec = {"type": kind, **specs.get(kind, {})}
     shape = (4, 4, 1) if kind == "squeeze" else (4, 4, 3)
     edges = [{"from": "input", "with": "x", "to": "output"}]
-    if kind in ("add", "concat"):
+    if kind in ("add", "concat", "mul"):
         edges = [{"from": "input", "with": "a", "to": "t"}, {"from": ["input", "t"], "with": "x", "to": "output"}]
     cfg = Config()
     cfg.set("model", {"name": "m", "layers": {"x": spec, "a": {"type": "identity"}}, "graph": edges})

@@ -130,7 +130,7 @@ _COMPARE = {
     ast.NotIn: lambda item, container: item not in container,
 }
 _NAMES = {"True": True, "False": False, "None": None, "true": True, "false": False, "null": None}
-_FUNCTIONS = {"min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round}
+_FUNCTIONS = {"min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round, "len": len}
 _MATH_FUNCTIONS = {"sqrt": math.sqrt, "ceil": math.ceil, "floor": math.floor, "log": math.log, "exp": math.exp}
 _ALLOWED_CALLS = ", ".join([f"math.{name}" for name in _MATH_FUNCTIONS] + list(_FUNCTIONS))
 _CONSTANT_TYPES = (bool, int, float, str, type(None))
@@ -174,9 +174,8 @@ class _Evaluator:
         return node.value
 
     def _name(self, node):
-        if node.id not in _NAMES:
-            raise self._refuse(node, " (names: true, false, null, True, False, None)")
-        return _NAMES[node.id]
+        # Mayo reads any other bare name as its own text (`'same' if ^(stride) == 1 else valid`).
+        return _NAMES.get(node.id, node.id)
 
     def _attribute(self, node):
         raise self._refuse(node, " (no attribute access; call math functions as math.sqrt(x))")

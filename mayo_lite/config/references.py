@@ -13,6 +13,19 @@ from mayo_lite.config.keys import describe, find_key, format_path, list_index, l
 from mayo_lite.config.loader import MAX_NODES
 
 REFERENCE = re.compile(r"\$\(([^()]*)\)")
+
+
+def _inside_placeholder(text, position):
+    """Whether `position` of `text` lies inside an unclosed `$(` (the inner part of `$(a.$(b))`)."""
+    depth, index = 0, 0
+    while index < position:
+        if text.startswith("$(", index):
+            depth, index = depth + 1, index + 2
+            continue
+        if text[index] == ")" and depth:
+            depth -= 1
+        index += 1
+    return depth > 0
 MODULE_ARGUMENT = re.compile(r"\^\(([^()]*)\)")
 # Each step of a reference chain costs a few Python frames; stopping here keeps well inside Python's
 # recursion limit with a message that says what happened.
@@ -169,17 +182,28 @@ class Resolver:
         self._active.discard(location)
 
     def _resolve_text(self, text, location):
-        whole = REFERENCE.fullmatch(text)
-        if whole:
-            return self._reference(whole.group(1), location)
-        try:
-            return REFERENCE.sub(lambda match: as_text(self._reference(match.group(1), location)), text)
-        except ArithError as error:
-            raise located_error(*self.where(location), error) from None
+        # Innermost placeholders first, again until none is left: `$(a.$(b))` reads `b`, then `a.<b's value>`.
+        for _ in range(MAX_RESOLUTION_DEPTH):
+            whole = REFERENCE.fullmatch(text)
+            if whole:
+                return self._reference(whole.group(1), location)
+            try:
+                text, count = REFERENCE.subn(lambda match: as_text(self._reference(match.group(1), location)), text)
+            except ArithError as error:
+                raise located_error(*self.where(location), error) from None
+            if not count or not REFERENCE.search(text):
+                return text
+        raise located_error(*self.where(location), f"references nested more than {MAX_RESOLUTION_DEPTH} deep")
 
     def _resolve_arith(self, arith, location):
         try:
-            text = REFERENCE.sub(lambda match: literal(self._reference(match.group(1), location)), arith.expr)
+            text = arith.expr
+            for _ in range(MAX_RESOLUTION_DEPTH):
+                if not REFERENCE.search(text):
+                    break
+                # A placeholder inside another is text in it; the outermost ones become literals.
+                text = REFERENCE.sub(lambda match: (as_text if _inside_placeholder(text, match.start()) else literal)(
+                    self._reference(match.group(1), location)), text)
             if MODULE_ARGUMENT.search(text):
                 return Arith(text)
             return evaluate(text)
@@ -234,6 +258,11 @@ def substitute_module_kwargs(tree, kwargs, where):
         return kwargs[name]
 
     def substitute(node):
+        if isinstance(node, dict) and node.get("type") == "module" and isinstance(node.get("kwargs") or {}, dict):
+            # An inner module: only the values it is given for its own arguments see this module's; its body's
+            # `^()` are its own arguments, substituted when it is expanded in turn (Mayo's scoping).
+            inner = node.get("kwargs") or {}
+            return {key: substitute(value) if key in inner else copy.deepcopy(value) for key, value in node.items()}
         if isinstance(node, dict):
             return {key: substitute(value) for key, value in node.items()}
         if isinstance(node, list):

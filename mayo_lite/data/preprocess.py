@@ -195,9 +195,19 @@ def normalize_channels(image, context):
     return (image - mean) / std
 
 
-def subtract_channel_means(image, context):
-    """image - mean per channel, with `dataset.task.moment.mean`."""
-    return image - _channel_constant("subtract_channel_means", "mean", context.mean, image.shape[-1])
+def subtract_channel_means(image, context, means=None):
+    """image - mean per channel: `means` (Mayo's argument) or `dataset.task.moment.mean`."""
+    return image - _channel_constant("subtract_channel_means", "mean", context.mean if means is None else means,
+                                     image.shape[-1])
+
+
+def permute_channels(image, context, order):
+    """The channels in `order` (Mayo's step: `[2, 1, 0]` turns RGB into BGR)."""
+    channels = image.shape[-1]
+    if (not isinstance(order, list) or sorted(order) != list(range(channels))
+            or any(isinstance(index, bool) for index in order)):
+        raise _invalid("permute_channels", "order", order, f"a permutation of 0..{channels - 1}")
+    return tf.gather(image, order, axis=-1)
 
 
 def linear_map(image, context, scale=1, shift=0):
@@ -274,6 +284,7 @@ PREPROCESS_STEPS = {
     "linear_map": linear_map,
     "standardize_image": standardize_image,
     "reverse_channels": reverse_channels,
+    "permute_channels": permute_channels,
     "distort_color": distort_color,
     "distort_bbox": distort_bbox,
 }

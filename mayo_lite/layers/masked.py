@@ -1,6 +1,9 @@
 """The masked layers that static pruning writes into (docs/design/pruning-algorithm.md): drop-in `Conv2D`,
 `DepthwiseConv2D` and `Dense` layers whose effective kernel is `kernel · mask`. `mayo_lite.prune` computes the
 masks; `GatedConv2D(use_mask=True)` takes the same `MaskConstraint`, so kernel pruning and FBS compose.
+
+In regrow mode (dynamic network surgery, `mayo_lite.prune.surgery`) the forward pass is the same, but the gradient
+reaches every weight and pruned weights are not zeroed, so that a later mask update can splice them back.
 """
 
 import keras
@@ -21,16 +24,27 @@ class MaskConstraint(keras.constraints.Constraint):
     Args:
         mask: the mask variable (or tensor) of the kernel's shape; 1 keeps a weight, 0 prunes it.
         constraint: the layer's own kernel constraint, applied first, or None.
+        regrow: the layer's regrow switch (a scalar variable) or None; while it is 1 pruned weights are left as
+            they are, so that dynamic network surgery can splice them back.
     """
 
-    def __init__(self, mask, constraint=None):
+    def __init__(self, mask, constraint=None, regrow=None):
         self.mask = mask
         self.constraint = keras.constraints.get(constraint)
+        self.regrow = regrow
 
     def __call__(self, w):
         if self.constraint is not None:
             w = self.constraint(w)
-        return w * ops.cast(self.mask, w.dtype)
+        if self.regrow is None:
+            return w * ops.cast(self.mask, w.dtype)
+        return w * _kept(self.mask, self.regrow, w.dtype)
+
+
+def _kept(mask, switch, dtype):
+    """1 where a weight is kept or regrow mode is on (`switch` 1), else 0: `mask + switch · (1 − mask)`."""
+    mask = ops.cast(mask, dtype)
+    return mask + ops.cast(switch, dtype) * (1 - mask)
 
 
 def kernel_variable(layer):
@@ -46,18 +60,71 @@ def constrain_to_mask(layer):
     # (`Variable.constraint` has a setter), and the mask only exists after the base class's build.
     variable = kernel_variable(layer)
     variable.constraint = MaskConstraint(layer.mask, getattr(layer, "kernel_constraint", None)
-                                         or getattr(layer, "depthwise_constraint", None))
+                                         or getattr(layer, "depthwise_constraint", None),
+                                         getattr(layer, "_regrow_switch", None))
 
 
 def _add_mask(layer):
     layer.mask = layer.add_weight(name="mask", shape=kernel_variable(layer).shape, initializer="ones",
                                   trainable=False)
+    if layer.regrow:
+        _add_regrow_switch(layer, 1.0)
     constrain_to_mask(layer)
+
+
+def _add_regrow_switch(layer, value):
+    # A variable, not a Python flag, so that a training step traced before a switch keeps following it. It is
+    # training state rather than model state: set past Keras' tracking, it is in no weight list or checkpoint, and
+    # a model in regrow mode saves and loads exactly as one that is not (`regrow` in its config says the mode).
+    object.__setattr__(layer, "_regrow_switch", keras.Variable(value, dtype="float32", trainable=False,
+                                                               name="regrow"))
 
 
 class _Masked:
     """What every masked layer shares: the mask is state a checkpoint must keep, while the Keras base classes save
-    only their kernel and bias."""
+    only their kernel and bias; and regrow mode, for dynamic network surgery."""
+
+    def __init__(self, *args, regrow=False, **kwargs):
+        if not isinstance(regrow, bool):
+            raise ValueError("Invalid value received for argument `regrow`. Expected True or False. "
+                             f"Received: regrow={regrow!r}")
+        super().__init__(*args, **kwargs)
+        self._regrow = regrow
+        object.__setattr__(self, "_regrow_switch", None)
+
+    @property
+    def regrow(self):
+        """Whether the layer is in regrow mode: the forward pass uses `kernel · mask`, but the gradient reaches
+        every weight (straight-through) and the kernel's constraint leaves pruned weights alone. Setting it to
+        False folds the mask into the kernel (pruned weights become exactly 0) and restores the normal constraint."""
+        return self._regrow
+
+    @regrow.setter
+    def regrow(self, value):
+        if not isinstance(value, bool):
+            raise ValueError(f"Invalid value received for `regrow`. Expected True or False. Received: {value!r}")
+        if self.built and (value or self._regrow_switch is not None):
+            if self._regrow_switch is None:
+                _add_regrow_switch(self, 1.0)
+                constrain_to_mask(self)
+            if not value:
+                kernel = kernel_variable(self)
+                kernel.assign(kernel * ops.cast(self.mask, kernel.dtype))
+            self._regrow_switch.assign(1.0 if value else 0.0)
+        self._regrow = value
+
+    def masked_kernel(self, kernel):
+        """`kernel · mask`; in regrow mode with the gradient of `kernel` (Guo et al.'s straight-through)."""
+        if self._regrow_switch is None:
+            return kernel * self.mask
+        passed = kernel * _kept(self.mask, self._regrow_switch, kernel.dtype)
+        return passed + ops.stop_gradient(kernel * ops.cast(self.mask, kernel.dtype) - passed)
+
+    def get_config(self):
+        config = super().get_config()
+        if self._regrow:  # only then: out of regrow mode the config is exactly the base class's
+            config["regrow"] = True
+        return config
 
     def save_own_variables(self, store):
         keras.layers.Layer.save_own_variables(self, store)
@@ -77,6 +144,7 @@ class MaskedConv2D(_Masked, keras.layers.Conv2D):
 
     Args:
         Those of `keras.layers.Conv2D`; a `kernel_constraint` is applied before the mask.
+        regrow: start in regrow mode (dynamic network surgery; see `regrow`). Default False.
 
     Call arguments:
         inputs: a 4D tensor, as for `keras.layers.Conv2D`.
@@ -87,7 +155,7 @@ class MaskedConv2D(_Masked, keras.layers.Conv2D):
         _add_mask(self)
 
     def call(self, inputs):
-        outputs = self.convolution_op(inputs, self.kernel * self.mask)
+        outputs = self.convolution_op(inputs, self.masked_kernel(self.kernel))
         if self.use_bias:
             channel_axis = -1 if self.data_format == "channels_last" else 1
             bias_shape = [1] * len(outputs.shape)
@@ -103,6 +171,7 @@ class MaskedDepthwiseConv2D(_Masked, keras.layers.DepthwiseConv2D):
 
     Args:
         Those of `keras.layers.DepthwiseConv2D`; a `depthwise_constraint` is applied before the mask.
+        regrow: start in regrow mode, as for `MaskedConv2D`. Default False.
     """
 
     def build(self, input_shape):
@@ -110,8 +179,9 @@ class MaskedDepthwiseConv2D(_Masked, keras.layers.DepthwiseConv2D):
         _add_mask(self)
 
     def call(self, inputs):
-        outputs = ops.depthwise_conv(inputs, self.kernel * self.mask, strides=self.strides, padding=self.padding,
-                                     dilation_rate=self.dilation_rate, data_format=self.data_format)
+        outputs = ops.depthwise_conv(inputs, self.masked_kernel(self.kernel), strides=self.strides,
+                                     padding=self.padding, dilation_rate=self.dilation_rate,
+                                     data_format=self.data_format)
         if self.use_bias:
             channel_axis = -1 if self.data_format == "channels_last" else 1
             bias_shape = [1] * len(outputs.shape)
@@ -127,6 +197,7 @@ class MaskedDense(_Masked, keras.layers.Dense):
     Args:
         Those of `keras.layers.Dense`; a `kernel_constraint` is applied before the mask. LoRA and quantization
         are not supported (they replace the kernel the mask applies to).
+        regrow: start in regrow mode, as for `MaskedConv2D`. Default False.
     """
 
     def build(self, input_shape):
@@ -134,7 +205,7 @@ class MaskedDense(_Masked, keras.layers.Dense):
         _add_mask(self)
 
     def call(self, inputs, training=None):
-        outputs = ops.matmul(inputs, self._kernel * self.mask)
+        outputs = ops.matmul(inputs, self.masked_kernel(self._kernel))
         if self.bias is not None:
             outputs = outputs + self.bias
         return outputs if self.activation is None else self.activation(outputs)

@@ -17,7 +17,7 @@ from mayo_lite.net.specs import LayerBuilder, check_keys, sequence
 
 log = logging.getLogger("mayo_lite")
 
-_MODULE_KEYS = {"kwargs", "layers", "graph"}
+_MODULE_KEYS = {"kwargs", "layers", "graph", "inputs"}
 
 
 class GraphBuilder:
@@ -59,9 +59,32 @@ class GraphBuilder:
                                self.masked, self.slimming)
         try:
             build(builder)
+        except ConfigError as error:
+            raise self._blame(error, path, spec) from error.__cause__
         except (TypeError, ValueError) as error:
-            raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from error
+            raise ConfigError(f"{where}: {str(error).splitlines()[0]}{self._overlays(path, spec)}") from error
         return builder
+
+    def _blame(self, error, path, spec):
+        """An error about one key of a layer names the file that set that key (an overlay that changed the layer),
+        not the file that first defined the layer."""
+        where = self.where(path)
+        text = str(error)
+        for key in spec:
+            prefix = f"{where}.{key}"
+            if text.startswith(prefix) and self.origin(f"{path}.{key}") != self.origin(path):
+                return ConfigError(self.where(f"{path}.{key}") + text[len(prefix):])
+        return error
+
+    def _overlays(self, path, spec):
+        """` (kernel_size set in overlay.yaml)` for the keys of a layer that another file than its own set."""
+        own = self.origin(path)
+        others = {}
+        for key in spec:
+            origin = self.origin(f"{path}.{key}")
+            if origin and origin != own:
+                others.setdefault(origin, []).append(str(key))
+        return "".join(f" ({', '.join(keys)} set in {origin})" for origin, keys in others.items())
 
     def module(self, name, spec, path):
         where = self.where(path)
@@ -75,8 +98,18 @@ class GraphBuilder:
         # The config room has substituted the module's `^()` arguments already (Config.get expands modules).
         layers, graph = spec.get("layers") or {}, spec.get("graph")
 
+        names = spec.get("inputs", ["input"])
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}.inputs: expected a list of tensor names, got {names!r}")
+
         def apply(inputs):
-            return self.graph(layers, graph, {"input": inputs}, f"{path}", prefix=f"{name}.")
+            # Mayo's multi-input modules: the edge's `from` tensors become the module's `inputs`, in order.
+            values = inputs if isinstance(inputs, list) else [inputs]
+            if len(values) != len(names):
+                raise ConfigError(f"{where}: the module takes {len(names)} input(s) ({', '.join(names)}), the edge "
+                                  f"gives {len(values)}")
+            return self.graph(layers, graph, dict(zip(names, values)), f"{path}", prefix=f"{name}.")
         return apply
 
     def graph(self, layers, graph, tensors, path, prefix=""):
@@ -88,7 +121,7 @@ class GraphBuilder:
             raise ConfigError(f"{self.where(path + '.graph')}: expected a mapping or a list of mappings "
                               "{from, with, to}")
         built = {}
-        pending = list(enumerate(edges))
+        pending = [(index, edge) for index, edge in enumerate(edges) if self._reaches_output(edges, edge, path)]
         while pending:
             progressed = False
             for item in list(pending):
@@ -114,6 +147,23 @@ class GraphBuilder:
                 log.warning("%s: this layer is not used by the graph", self.where(f"{path}.layers.{name}"))
         return tensors["output"]
 
+    def _reaches_output(self, edges, edge, path):
+        """Whether `edge` feeds `output`: as Mayo does, a branch that never reaches it is not built (logged)."""
+        needed, changed = {"output"}, True
+        while changed:
+            changed = False
+            for other in edges:
+                if isinstance(other, dict) and other.get("to") in needed:
+                    for source in sequence(other.get("from")):
+                        if isinstance(source, str) and source not in needed:
+                            needed.add(source)
+                            changed = True
+        if not isinstance(edge, dict) or edge.get("to") in needed:
+            return True
+        log.info("%s: the edge to %r does not lead to `output`; its layers are not built, as in Mayo",
+                 self.where(f"{path}.graph"), edge.get("to"))
+        return False
+
     def _target(self, edge, edge_path):
         unknown = sorted(set(edge) - {"from", "with", "to"})
         if unknown or "from" not in edge or "to" not in edge:
@@ -135,12 +185,22 @@ class GraphBuilder:
             built[name] = self.layer(prefix + name, layers[name], f"{path}.layers.{name}")
             try:
                 value = built[name](value)
-            except ValueError as error:  # Keras' shape checks: a kernel larger than its input, a bad axis, ...
-                raise ConfigError(f"{self.where(f'{path}.layers.{name}')}: {keras_message(error)}") from error
+            except (ValueError, tf_errors()) as error:
+                # Keras' shape checks (a kernel larger than its input, a bad axis, ...) and TensorFlow's own.
+                layer_path = f"{path}.layers.{name}"
+                raise ConfigError(f"{self.where(layer_path)}: {keras_message(error)}"
+                                  f"{self._overlays(layer_path, layers[name])}") from error
         if isinstance(value, list):
             raise ConfigError(f"{self.where(edge_path)}: several inputs {sources} need a layer that joins them "
-                              "(add or concat)")
+                              "(add, concat, mul) or a module with as many `inputs`")
         return value
+
+
+def tf_errors():
+    """TensorFlow's error base class, which a layer's call may raise while the graph is built."""
+    import tensorflow as tf
+
+    return tf.errors.OpError
 
 
 def keras_message(error):

@@ -2,12 +2,17 @@
 the keys its spec may have besides `type`)). A build function reads its spec through a `specs.LayerBuilder`."""
 
 
+import logging
+
 import keras
 
 from mayo_lite.errors import ConfigError, with_suggestions
 from mayo_lite.layers import GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze
+from mayo_lite.layers.reshaping import SpaceToDepth
 from mayo_lite.layers.arguments import GateArgumentError
 from mayo_lite.net.specs import BATCH_NORM_KEYS, CONV_KEYS, POOL_KEYS, pair, sequence
+
+log = logging.getLogger("mayo_lite")
 
 
 def _convolution(builder):
@@ -113,7 +118,9 @@ def _depthwise(builder, name):
         depth_multiplier=builder.integer("depth_multiplier", 1),
         padding=padding,
         depthwise_initializer=builder.initializer("weights_initializer", "glorot_uniform"),
-        depthwise_regularizer=builder.regularizer("weights_regularizer"),
+        # Mayo's files spell the depthwise weights' regularizer either way.
+        depthwise_regularizer=builder.regularizer(
+            "depthwise_regularizer" if builder.get("depthwise_regularizer") is not None else "weights_regularizer"),
         trainable=builder.trainable(),
         name=name,
         **({"use_bias": False} if separable else builder.bias_arguments())))
@@ -152,10 +159,20 @@ def _pool(cls):
         padding, explicit = builder.padding("valid")
         if explicit:
             builder.keep(keras.layers.ZeroPadding2D(explicit, name=f"{builder.name}.pad"))
-        builder.keep(cls(
-            pair(builder.get("kernel_size"), "kernel_size", builder.where),
-            strides=pair(builder.get("stride", 2), "stride", builder.where),
-            padding=padding, name=builder.name))
+        spec = builder.get("kernel_size")
+        kernel = None if spec == "global" else pair(spec, "kernel_size", builder.where)
+        strides = pair(builder.get("stride", 2), "stride", builder.where)
+
+        def make(shape):
+            # As Mayo: `global` pools the whole map, and a kernel larger than its input shrinks to it.
+            size = shape[1:3]
+            fitted = size if kernel is None else tuple(
+                min(k, s) if s is not None else k for k, s in zip(kernel, size))
+            if fitted != kernel and kernel is not None:
+                log.info("%s: pool kernel %s larger than its %s input, reduced to %s (as Mayo does)",
+                         builder.where, kernel, "×".join(map(str, size)), fitted)
+            return cls(fitted, strides=strides, padding=padding, name=builder.name)
+        builder.keep_for_input(make)
     return build
 
 
@@ -219,10 +236,38 @@ def _activation(builder):
 
 
 def _batch_normalization(builder):
-    momentum = builder.get("momentum", builder.get("decay", 0.99))
+    # slim.batch_norm's own parameters may also come in `normalizer_params`, as Mayo passes them.
+    params = builder.get("normalizer_params") or {}
+    value = lambda key, default: builder.get(key, params.get(key, default))  # noqa: E731
+    momentum = value("momentum", value("decay", 0.99))
     builder.slim(builder.keep(keras.layers.BatchNormalization(
-        momentum=momentum, epsilon=builder.get("epsilon", 0.001), scale=builder.get("scale", True),
-        center=builder.get("center", True), trainable=builder.trainable(), name=builder.name)))
+        momentum=momentum, epsilon=value("epsilon", 0.001), scale=value("scale", True),
+        center=value("center", True), trainable=builder.trainable(), name=builder.name)))
+    activation = builder.activation("activation_fn", None)  # slim.batch_norm(activation_fn=...), no default
+    if activation is not None:
+        builder.keep(keras.layers.Activation(activation, name=f"{builder.name}.act"))
+
+
+def _mul(builder):
+    builder.keep(keras.layers.Multiply(name=builder.name))
+
+
+def _crop(builder):
+    cropping = builder.get("cropping")
+    try:
+        pairs = tuple(tuple(int(v) for v in (p if isinstance(p, (list, tuple)) else (p, p)))
+                      for p in (cropping if isinstance(cropping, (list, tuple)) else (cropping, cropping)))
+        if len(pairs) != 2 or any(len(p) != 2 or min(p) < 0 for p in pairs):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{builder.where}.cropping: expected [[top, bottom], [left, right]] (or one number, or a "
+                          f"pair), got {cropping!r}") from None
+    builder.keep(keras.layers.Cropping2D(pairs, name=builder.name))
+
+
+def _space_to_depth(builder):
+    size = builder.integer("block_size", None, minimum=2)
+    builder.keep(SpaceToDepth(size, name=builder.name))
 
 
 def _local_response_normalization(builder):
@@ -234,9 +279,10 @@ def _local_response_normalization(builder):
 # type -> (build function, the keys its spec may have besides `type`)
 LAYER_TYPES = {
     "convolution": (_convolution, CONV_KEYS | {"num_outputs"}),
-    "gated_convolution": (_gated_convolution, CONV_KEYS - {"biases_initializer", "biases_regularizer"}
-                          | {"num_outputs", "gate_params"}),
-    "depthwise_convolution": (_depthwise_convolution, CONV_KEYS | {"depth_multiplier"}),
+    # A gated layer normalises its output, so it has no bias: Mayo drops the bias arguments a base convolution
+    # passes to it, and so does this (they are accepted and unused).
+    "gated_convolution": (_gated_convolution, CONV_KEYS | {"num_outputs", "gate_params"}),
+    "depthwise_convolution": (_depthwise_convolution, CONV_KEYS | {"depth_multiplier", "depthwise_regularizer"}),
     "depthwise_separable_convolution": (
         _depthwise_separable_convolution, CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer"}),
     "fully_connected": (_fully_connected, CONV_KEYS - {"kernel_size", "stride", "padding", "rate"}
@@ -252,6 +298,9 @@ LAYER_TYPES = {
     "add": (_add, set()),
     "concat": (_concat, {"axis"}),
     "activation": (_activation, {"mode"}),
-    "batch_normalization": (_batch_normalization, BATCH_NORM_KEYS),
+    "batch_normalization": (_batch_normalization, BATCH_NORM_KEYS | {"activation_fn", "normalizer_params"}),
+    "mul": (_mul, set()),
+    "crop": (_crop, {"cropping"}),
+    "space_to_depth": (_space_to_depth, {"block_size"}),
     "local_response_normalization": (_local_response_normalization, {"depth_radius", "bias", "alpha", "beta"}),
 }

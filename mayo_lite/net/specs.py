@@ -64,6 +64,11 @@ class LayerBuilder:
         self.layers.append(layer)
         return layer
 
+    def keep_for_input(self, factory):
+        """Keeps the layer `factory(input shape)` makes once the layer's input is known (a pool's kernel that
+        depends on its input's size)."""
+        self.layers.append(_ForInput(factory))
+
     def get(self, key, default=None):
         return self.spec.get(key, default)
 
@@ -143,14 +148,24 @@ class LayerBuilder:
 
     def __call__(self, inputs):
         outputs = inputs
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, _ForInput):
+                layer = self.layers[index] = layer.factory(tuple(outputs.shape))
+                setattr(layer, GROUP_ATTRIBUTE, self.name)
             outputs = layer(outputs)
         return outputs
 
 
+class _ForInput:
+    def __init__(self, factory):
+        self.factory = factory
+
+
 def check_keys(spec, allowed, where):
-    if "overrider" in spec:
-        raise ConfigError(f"{where}.overrider: Mayo's overriders (quantizers, mayo.override.*) are not supported; "
+    # The runner reads Mayo's pruners into the `prune:` section before it builds (mayo_lite.config.mayo_overriders).
+    overrider = next((key for key in spec if key == "overrider" or str(key).endswith("_overrider")), None)
+    if overrider is not None:
+        raise ConfigError(f"{where}.{overrider}: Mayo's overriders (quantizers, mayo.override.*) are not supported; "
                           "use the `prune:` section for pruning")
     unknown = sorted(str(key) for key in spec if key != "type" and key not in allowed)
     if unknown:

@@ -4,6 +4,10 @@ follows a schedule of the epoch counter, and `train` prunes the model to it ever
 `constant` prunes to `percent` from `begin` to `end`; `polynomial` rises from `initial` to `final` between `begin` and
 `end` as `final + (initial − final)·(1 − progress)^power` (TFMOT's PolynomialDecay, power 3 by default), so most
 weights go early, while the network can still recover, and few near the end.
+
+`surgery` is dynamic network surgery (Guo et al. 2016; Mayo's DynamicNetworkSurgeryPruner): no target fraction,
+but every `frequency` steps from `begin` to `end` each layer's mask is updated from its weights' magnitudes
+(`mayo_lite.prune.surgery`), and pruned weights keep learning, so that they can come back.
 """
 
 import math
@@ -23,16 +27,22 @@ def _polynomial(settings, epoch):
     return final + (initial - final) * (1.0 - progress) ** settings["power"]
 
 
-# schedule type -> (pruned fraction at an epoch, its settings and their defaults; None: required)
+# schedule type -> (pruned fraction at an epoch, or None for surgery; its settings and their defaults; None:
+# required). Surgery's factors are Mayo's and Guo et al.'s hysteresis around the threshold.
 SCHEDULES = {
     "constant": (_constant, {"percent": None, "begin": 0.0, "end": math.inf, "frequency": 100}),
     "polynomial": (_polynomial, {"initial": 0.0, "final": None, "begin": 0.0, "end": None, "power": 3,
                                  "frequency": 100}),
+    "surgery": (None, {"alpha": None, "on_factor": 1.1, "off_factor": 0.9, "begin": 0.0, "end": math.inf,
+                       "frequency": 100}),
 }
+# Settings that may be negative: surgery's threshold is mean(|w|) + alpha·std(|w|), and Mayo's default alpha is -2.
+_SIGNED = {"alpha"}
 
 
 class PruneSchedule:
-    """When and how much `train` prunes: `due(step, epoch)` says whether to prune now, `percent(epoch)` how much.
+    """When and how much `train` prunes: `due(step, epoch)` says whether to prune now, `percent(epoch)` how much
+    (for surgery, `settings` holds alpha and the factors of the mask update instead).
 
     Args:
         settings: the schedule mapping (`type` and the keys of `SCHEDULES[type]`), already validated.
@@ -45,6 +55,11 @@ class PruneSchedule:
         self._function = function
 
     @property
+    def surgery(self):
+        """Whether this is dynamic network surgery (masks that regrow) rather than a pruned fraction."""
+        return self._function is None
+
+    @property
     def frequency(self):
         return int(self.settings["frequency"])
 
@@ -55,7 +70,8 @@ class PruneSchedule:
         return self.active(epoch) and step % self.frequency == 0
 
     def percent(self, epoch):
-        return self._function(self.settings, epoch)
+        """The fraction to prune at `epoch`; None for surgery, which has no target fraction."""
+        return None if self.surgery else self._function(self.settings, epoch)
 
 
 class ScheduleError(UserError, ValueError):
@@ -81,14 +97,24 @@ def parse_schedule(spec):
         raise ScheduleError(None, f"a {spec['type']} schedule needs {', '.join(missing)}")
     for key in sorted(set(spec) - {"type"}):
         value = spec[key]
+        if key in _SIGNED:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ScheduleError(key, f"expected a finite number, got {value!r}")
+            continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
             raise ScheduleError(key, f"expected a non-negative number, got {value!r}")
         if key in ("percent", "initial", "final") and not value < 1:
             raise ScheduleError(key, f"expected a fraction in [0, 1), got {value!r}")
+        if key in ("on_factor", "off_factor") and not 0 < value < math.inf:
+            raise ScheduleError(key, f"expected a positive number, got {value!r}")
     frequency = spec.get("frequency", 1)
     if frequency < 1 or int(frequency) != frequency:
         raise ScheduleError("frequency", f"expected a whole number of steps >= 1, got {frequency!r}")
     schedule = PruneSchedule(spec)
+    if schedule.surgery and schedule.settings["off_factor"] > schedule.settings["on_factor"]:
+        raise ScheduleError("off_factor", f"expected at most on_factor ({schedule.settings['on_factor']}): a weight "
+                                          f"is pruned below off_factor·threshold and spliced back above "
+                                          f"on_factor·threshold, got {schedule.settings['off_factor']!r}")
     if schedule.settings["end"] < schedule.settings["begin"]:
         raise ScheduleError(None, f"end ({schedule.settings['end']}) is before begin ({schedule.settings['begin']})")
     return schedule

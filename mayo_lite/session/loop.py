@@ -123,8 +123,10 @@ def _data_errors(session, split):
         label = re.search(r"label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)",
                           str(error.message))
         if label:
+            origin = session.cfg.origin("dataset.task.num_classes")
             raise DataError(f"{where}: a {split} label is outside [0, num_classes): label {label.group(1)} with "
-                            f"num_classes {label.group(2)}; check dataset.task.num_classes and background_class"
+                            f"{label.group(2)} outputs; check dataset.task.num_classes and background_class "
+                            f"{{has, use}} (outputs = num_classes + use − has)" + (f" in {origin}" if origin else "")
                             ) from error
         message = next((line for line in lines if not line.startswith(("Graph execution error", "Detected at"))),
                        lines[0] if lines else type(error).__name__)

@@ -5,7 +5,9 @@ The algorithms are `mayo_lite.prune`'s; this module reads and checks the section
 configuration error naming its key before anything is evaluated, pruned or written.
 """
 
+from mayo_lite.config.mayo_overriders import translate
 from mayo_lite.errors import ConfigError
+from mayo_lite.layers import GatedConv2D
 from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, GradualPruning, PruneArgumentError,
                              prunable_layers)
 from mayo_lite.prune.schedule import ScheduleError, parse_schedule
@@ -25,14 +27,29 @@ MEANINGS = {
     "scope": "global (one threshold over all selected layers, the reference) or layer (the same percent in each)",
     "layers": "null for every convolution, or layer names and fnmatch patterns",
     "name": "the checkpoint `prune` saves",
-    "schedule": "gradual pruning during `train`: {type: constant, percent} or {type: polynomial, final, end, ...}",
+    "schedule": "gradual pruning during `train`: {type: constant, percent}, {type: polynomial, final, end, ...} "
+                "or dynamic network surgery, {type: surgery, alpha, ...}",
     "recalibrate": "training batches to re-estimate batch-norm statistics on after pruning (0: none)",
 }
 
 
+def requested(cfg):
+    """The `prune` section as the config gives it, over what Mayo's pruning overriders on the model's layers amount
+    to (`mayo_lite.config.mayo_overriders`); None when there is neither."""
+    given = cfg.get("prune", None)
+    implied = translate(cfg.get("model", None), cfg.where).prune
+    if implied is None or not isinstance(given, (dict, type(None))):
+        return given
+    given = given or {}
+    merged = {**implied, **given}
+    if isinstance(implied.get("schedule"), dict) and isinstance(given.get("schedule"), dict):
+        merged["schedule"] = {**implied["schedule"], **given["schedule"]}  # `prune.schedule.end=3` tunes it
+    return merged
+
+
 def settings(cfg):
     """The checked `prune` section, with defaults filled in."""
-    section = cfg.get("prune", None)
+    section = requested(cfg)
     if section is None:
         section = {}
     if not isinstance(section, dict):
@@ -65,17 +82,24 @@ def prune_arguments(values, selected):
     return arguments
 
 
-def check_layers(cfg, model, values):
+def check_layers(cfg, model, values, surgery=False):
     """The layers the section selects; a configuration error when there are none or a pattern matches none.
 
     Channel pruning ranks channels by the scale of the batch norm after the convolution, so with `layers` unset it
-    takes the convolutions that have one, and a named convolution without one is an error.
+    takes the convolutions that have one, and a named convolution without one is an error. Likewise `surgery`
+    (dynamic network surgery) takes no gated convolution: their masks cannot regrow.
     """
     try:
         selected = prunable_layers(model, values["layers"])
     except PruneArgumentError as error:
         raise ConfigError(f"{cfg.where('prune.layers')}: {error}") from None
-    if values["granularity"] == "channel":
+    if surgery:
+        gated = [layer.name for layer in selected if isinstance(layer, GatedConv2D)]
+        if values["layers"] is not None and gated:
+            raise ConfigError(f"{cfg.where('prune.layers')}: dynamic network surgery cannot regrow the weights of "
+                              f"a gated convolution, and {', '.join(gated)} are gated")
+        selected = [layer for layer in selected if not isinstance(layer, GatedConv2D)]
+    elif values["granularity"] == "channel":
         names = {layer.name for layer in model.layers}
         without = [layer.name for layer in selected if f"{layer.name}.bn" not in names]
         if values["layers"] is not None and without:
@@ -94,7 +118,7 @@ def schedule(cfg, model):
     if resolved is None:
         return None
     values = settings(cfg)
-    arguments = prune_arguments(values, check_layers(cfg, model, values))
+    arguments = prune_arguments(values, check_layers(cfg, model, values, surgery=resolved.surgery))
     del arguments["percent"]
     return GradualPruning(resolved, **arguments)
 

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from mayo_lite import registry, weights
+from mayo_lite.config.mayo_overriders import translate
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
@@ -95,14 +96,19 @@ class Session:
         self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
         self.selector = cfg.get("system.checkpoint.load", None)
         source = continue_from if continue_from is not None else self._selected_path()
+        # Mayo's pruning overriders on layers are read as `prune:` settings (session/pruning.py reads them too).
+        mayo = translate(self.cfg.get("model"), cfg.where)  # self.cfg: num_classes after the background rule
+        if mayo.summary:
+            log.info("%s", mayo.summary)
+        self.model_spec = mayo.model  # the model section without them
         # Convolutions carry pruning masks when the config prunes or the checkpoint was pruned; otherwise a plain
         # model pays nothing for them.
-        self.masked = cfg.get("prune", None) is not None or (
+        self.masked = cfg.get("prune", None) is not None or mayo.prune is not None or (
             isinstance(source, Path) and checkpoint.has_masks(source))
         # The precision policy is process-wide in Keras: every session sets its own before building its model.
         keras.mixed_precision.set_global_policy(cfg.get("system.precision"))
         with self.strategy.scope():
-            self.model = build_model(cfg.get("model"), self.input_shape(), origin=cfg.origin, masked=self.masked)
+            self.model = build_model(self.model_spec, self.input_shape(), origin=cfg.origin, masked=self.masked)
             self.epoch = EpochCounter()
             self.optimizer = self._optimizer()
         self._pipelines = {}
@@ -256,8 +262,9 @@ class Session:
         selector = self.selector
         if selector is None:
             return None
-        if isinstance(selector, str) and selector.startswith(weights.PRETRAINED_PREFIXES):
-            return selector
+        pretrained = weights.pretrained_selector(selector)  # a TF1 checkpoint's files are checked here
+        if pretrained is not None:
+            return pretrained
         path = self.store.locate(selector)
         if not path.is_file():
             if selector == "latest":

@@ -9,6 +9,9 @@ frameworks mapped onto this project's models built from YAML (`keras_application
     torchvision:/path/file.pth               a torchvision state dict; the architecture (vgg16, vgg16_bn, resnet18,
                                              resnet50) is recognised from its tensor names
     torchvision:resnet18:/path/file.pth      the same, the architecture named (checked against the tensor names)
+    tf1:/path/model.ckpt-100                 a TF1 checkpoint of Mayo's (model.ckpt-100.index + .data-*), its
+                                             variables matched by name (`tf1`); also without `tf1:` (a path to its
+                                             prefix or files); a directory: the latest its `checkpoint` file names
 
 Keras Applications weights come from the Keras cache (`~/.keras/models/`, or `$KERAS_HOME/models/`), which Keras
 fills by downloading where the machine has internet. A `.pth` file is read with `torch.load(weights_only=True)`;
@@ -54,20 +57,33 @@ explicit zero padding would make it inexact). keras:vgg16 and keras:resnet50: BG
 """
 
 from mayo_lite.weights.keras_applications import read_keras
+from mayo_lite.weights.tf1 import SELECTOR as TF1, names_tf1, open_checkpoint, read_tf1
 from mayo_lite.weights.torchvision import read_torchvision
 
 # `system.checkpoint.load` selectors of pretrained weights.
-PRETRAINED_PREFIXES = ("keras:", "torchvision:")
+PRETRAINED_PREFIXES = ("keras:", "torchvision:", TF1)
+
+
+def pretrained_selector(selector):
+    """`selector` as `read_pretrained` takes it when it names weights of another framework, else None. A TF1
+    checkpoint, named with or without `tf1:`, is checked here, before any work: `tf1:` and its checked prefix."""
+    if isinstance(selector, str) and selector.startswith(TF1) or names_tf1(selector):
+        return f"{TF1}{open_checkpoint(selector)[0]}"
+    if isinstance(selector, str) and selector.startswith(PRETRAINED_PREFIXES):
+        return selector
+    return None
 
 
 def read_pretrained(selector, model):
     """The weights `selector` names, mapped onto `model`: (values by variable name, description), or None when
-    `selector` is not a `keras:` or `torchvision:` selector. Raises CheckpointError when they cannot be read or
-    do not fit."""
+    `selector` is not a `keras:`, `torchvision:` or `tf1:` selector. Raises CheckpointError when they cannot be
+    read or do not fit."""
     if not isinstance(selector, str):
         return None
     if selector.startswith("keras:"):
         return read_keras(selector, model)
     if selector.startswith("torchvision:"):
         return read_torchvision(selector, model)
+    if selector.startswith(TF1):
+        return read_tf1(selector, model)
     return None

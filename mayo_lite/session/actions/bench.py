@@ -48,7 +48,7 @@ def _images(session, count):
 
 def _variants(cfg, session):
     """The keyword arguments of `measure` for the session's model, and what the table is about."""
-    model, shape = cfg.get("model"), session.input_shape()
+    model, shape = session.model_spec, session.input_shape()
     if list(gated_layers(session.model)):
         try:
             sparse = SparseGatedModel(session.model)

@@ -84,7 +84,7 @@ def check_export_model(cfg):
 def export_model(runner):
     cfg, session = runner.cfg, runner.session()
     directory = Path(cfg.get("system.export.path"))
-    plain = build_model(cfg.get("model"), session.input_shape(), origin=cfg.origin, masked=False)
+    plain = build_model(session.model_spec, session.input_shape(), origin=cfg.origin, masked=False)
     copy_folded(session.model, plain)
     folded, norms = fold_batch_norms(plain)
     folded, own_layers = with_keras_layers(folded)

@@ -39,9 +39,9 @@ def info(runner):
     cost.densities = source
     total = cost.total
     print(cost.table())
-    shape, source = session.input_source()
+    shape, shape_source = session.input_source()
     why = ("as the model's dataset.task.preprocess.shape sets it; images are converted and resized to it, as in Mayo"
-           if source != "dataset.task.shape" else "the dataset's own shape, dataset.task.shape")
+           if shape_source != "dataset.task.shape" else "the dataset's own shape, dataset.task.shape")
     print(f"model {session.model.name} on {session.dataset.get('name')}: {total['params']:,} parameters, "
           f"{total['macs']:,} MACs ({human(total['macs'])}) per image", flush=True)
     print(f"input {'×'.join(map(str, shape))}: {why}", flush=True)
