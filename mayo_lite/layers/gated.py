@@ -14,7 +14,8 @@ from keras import ops
 from mayo_lite.layers.arguments import Arguments
 from mayo_lite.layers.gate_ops import POOLS, REGULARIZERS, SPARSITY_REGULARIZERS, per_sample
 from mayo_lite.layers.masked import constrain_to_mask
-from mayo_lite.layers.thresholds import INITIAL_THRESHOLD, GlobalThreshold, active_count, follow, kth_largest
+from mayo_lite.layers.thresholds import (INITIAL_THRESHOLD, GlobalThreshold, active_count, batch_mean, follow,
+                                         global_batch, kth_largest, replica_id)
 
 PREDICTOR_STDDEV = 0.05
 
@@ -135,7 +136,8 @@ class GatedConv2D(keras.layers.Conv2D):
         self.scale = bool(scale)
         self.use_mask = bool(use_mask)
         self.global_threshold = global_threshold
-        self._recorded_gamma = None
+        # Replica -> gamma for `update_global_threshold`: the replicas of a step trace through this one object.
+        object.__setattr__(self, "_recorded_gammas", {})
 
     @staticmethod
     def _check_regularizer(arguments, regularizer, policy):
@@ -268,7 +270,7 @@ class GatedConv2D(keras.layers.Conv2D):
     def _follow_threshold(self, gamma):
         """Training only: moves the local threshold, or records gamma for `update_global_threshold`."""
         if self.threshold == "global" and self.enable:
-            self._recorded_gamma = ops.stop_gradient(gamma)
+            self._recorded_gammas[replica_id()] = ops.stop_gradient(gamma)
         k = active_count(self.filters, self.density)
         if self.threshold == "local" and k < self.filters:
             follow(self.threshold_variable, kth_largest(gamma, k + 1), self.decay)
@@ -304,7 +306,7 @@ class GatedConv2D(keras.layers.Conv2D):
     def _naive_output(self, conved, statistics, gamma, active, pooled):
         activated = self.activation(self._batch_norm_affine(conved, statistics))
         target = ops.stop_gradient(POOLS[self.pool](activated))
-        self.add_loss(self.regularizer["mse"] * ops.mean(ops.square(gamma - target)))
+        self.add_loss(self.regularizer["mse"] * ops.mean(global_batch(ops.square(gamma - target))))
         return per_sample(active) * activated
 
     _POLICY_OUTPUTS = {"parametric": _parametric_output, "squeeze": _squeeze_output, "naive": _naive_output}
@@ -319,10 +321,13 @@ class GatedConv2D(keras.layers.Conv2D):
         if training:
             self._follow_threshold(gamma)
         outputs = self._POLICY_OUTPUTS[self.policy](self, conved, statistics, gamma, active, pooled)
-        for name, weight in self.regularizer.items():
-            if name in SPARSITY_REGULARIZERS and weight > 0:
-                self.add_loss(weight * SPARSITY_REGULARIZERS[name](gamma * active))
-        self.last_density.assign(ops.cast(ops.mean(ops.cast(active, "float32")), self.last_density.dtype))
+        # Of the global batch, the same on every replica, as on one device (`l1` and `l2` sum over the batch).
+        sparsity = {name: weight for name, weight in self.regularizer.items() if name in SPARSITY_REGULARIZERS}
+        kept = global_batch(gamma * active) if any(weight > 0 for weight in sparsity.values()) else None
+        for name, weight in sparsity.items():
+            if weight > 0:
+                self.add_loss(weight * SPARSITY_REGULARIZERS[name](kept))
+        self.last_density.assign(ops.cast(batch_mean(ops.cast(active, "float32")), self.last_density.dtype))
         return outputs
 
     # Conv2D saves only its kernel and bias; this layer's state is all of its own variables.

@@ -5,6 +5,13 @@ A custom step under `strategy.run` rather than `Model.fit`: `fit` fails under Mu
 draws the progress bar. Each step returns summed counts that are reduced across replicas, so the figures are
 exact whatever the number of replicas. For a gated (FBS) model the steps also return the fraction of channels
 the gates kept, which the progress bar, `eval` and `info` report.
+
+Replicas compute the step one device computes on the same global batch (tests/test_replica_equivalence.py): the
+loss is the sum over each replica's share divided by the global batch size, and the gated layers compute their
+thresholds, densities and regularisers over the global batch. Batch normalisation differs: Keras'
+`BatchNormalization` and the gates' `norm: batch` normalise each replica's share by its own statistics (the step
+keeps one copy of the moving statistics, the replicas' mean). And a last batch too short to give every replica an
+example is joined to the one before it.
 """
 
 import contextlib
@@ -135,6 +142,39 @@ def _data_errors(session, split):
         raise
 
 
+def _leaves_a_replica_empty(size, replicas):
+    """Whether a batch of `size` examples (an int or a tensor) leaves a replica without any (0 leaves none)."""
+    return (size + replicas - 1) // replicas * (replicas - 1) >= size
+
+
+def _batches_per_epoch(examples, batch_size, replicas):
+    """(batches read, batches stepped through): `_no_empty_replicas` may join the last two."""
+    read = math.ceil(examples / batch_size)
+    last = examples - (read - 1) * batch_size
+    return read, read - 1 if read > 1 and _leaves_a_replica_empty(last, replicas) else read
+
+
+def _no_empty_replicas(dataset, replicas):
+    """`dataset`'s batches, with a last batch that would leave a replica empty joined to the batch before it.
+
+    `experimental_distribute_dataset` gives a batch of n examples `ceil(n / replicas)` per replica, in replica order,
+    so a short last batch (1 example on 2 replicas, 5 on 4) leaves some replica none, and TensorFlow's CPU
+    convolutions fail on an empty batch ("input depth must be evenly divisible by filter depth"). One device steps
+    through both batches; the replicas take them as one. The look-ahead is a `scan` holding one batch back, with an
+    empty batch appended to flush it, so the data are read once, in order.
+    """
+    if replicas == 1:
+        return dataset
+    empty = tf.nest.map_structure(lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), dataset.element_spec)
+
+    def hold_back(pending, batch):
+        joined = tf.nest.map_structure(lambda first, second: tf.concat([first, second], 0), pending, batch)
+        short = _leaves_a_replica_empty(tf.shape(tf.nest.flatten(batch)[0])[0], replicas)
+        return tf.cond(short, lambda: (empty, joined), lambda: (batch, pending))
+    flushed = dataset.concatenate(tf.data.Dataset.from_tensors(empty)).scan(empty, hold_back)
+    return flushed.filter(lambda *batch: tf.shape(tf.nest.flatten(batch)[0])[0] > 0)
+
+
 def _counts(labels, logits, num_classes):
     labels = tf.cast(labels, tf.int32)
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
@@ -162,16 +202,30 @@ class Loops:
         replicas = strategy.num_replicas_in_sync
         epoch = self.session.epoch.variable
         num_classes, gated = self.num_classes, self.gated
+        # The batch norms' moving statistics (Keras' and the gates'): Keras creates them without a replica
+        # aggregation, so each replica would update its own copy from its own share of the batch, and the copies
+        # would drift apart (the checkpoint keeping the first replica's). The step sets them to the replicas' mean.
+        statistics = [variable for variable in model.non_trainable_variables
+                      if replicas > 1 and variable.name in ("moving_mean", "moving_variance")]
 
         def replica_step(images, labels):
             with tf.GradientTape() as tape:
                 logits = tf.cast(model(images, training=True), tf.float32)  # the loss in float32 under mixed precision
                 update_global_threshold(gated)
                 losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-                loss = tf.reduce_mean(losses)
-                regularization = (tf.add_n([tf.cast(value, tf.float32) for value in model.losses]) if model.losses
-                                  else tf.constant(0.0))
-                total = (loss + regularization) / replicas
+                # The mean over the global batch: a partial last batch is split unevenly between the replicas, and
+                # a mean of the replicas' means would weigh their examples unequally.
+                size = tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(labels)[0], tf.float32))
+                loss = tf.reduce_sum(losses) / size
+                # Replicas trace through the same layers, and a layer keeps its `add_loss` tensors in one list, so
+                # `model.losses` holds every replica's; each counts those on its own device. Each is the same on
+                # every replica (weight penalties; the gates' regularisers are of the global batch), so each replica
+                # adds its share of it, and the gradients are summed across replicas.
+                own = [tf.cast(value, tf.float32) for value in model.losses
+                       if replicas == 1 or value.device == logits.device]
+                regularization = tf.add_n(own) if own else tf.constant(0.0)
+                total = loss + regularization / replicas
                 # float16 gradients underflow without loss scaling (LossScaleOptimizer unscales them again).
                 scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
             gradients = tape.gradient(scaled, model.trainable_variables)
@@ -179,16 +233,18 @@ class Loops:
             top1, top5 = _counts(labels, logits, num_classes)
             count = tf.cast(tf.shape(labels)[0], tf.float64)
             density = tf.cast(mean_density(gated), tf.float64) * count
-            return (tf.cast(loss, tf.float64) * count, top1, top5, count, density,
-                    tf.cast(total, tf.float64) * replicas)
+            return tf.reduce_sum(tf.cast(losses, tf.float64)), top1, top5, count, density, tf.cast(total, tf.float64)
 
         @tf.function
         def step(batch):
             results = strategy.run(replica_step, args=batch)
             loss, top1, top5, count, density, total = [
                 strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in results]
+            for variable in statistics:
+                copies = strategy.experimental_local_results(variable.value)
+                variable.assign(tf.add_n([tf.identity(copy) for copy in copies]) / len(copies))
             epoch.assign_add(count / examples)
-            return loss, top1, top5, count, density, total / replicas
+            return loss, top1, top5, count, density, total
         return step
 
     def _build_eval_step(self):
@@ -254,14 +310,15 @@ class Loops:
         if self._train_step is None:
             self._train_step = self._build_train_step()
         examples = session.examples("train")
-        steps = math.ceil(examples / session.batch_size)
+        replicas = self.strategy.num_replicas_in_sync
+        read, steps = _batches_per_epoch(examples, session.batch_size, replicas)
         callbacks.set_params({"epochs": max_epochs, "steps": steps, "verbose": 1})
         logs = {}
         while session.epoch.value < max_epochs - 1e-9:
             index = int(math.floor(session.epoch.value + 1e-9))
             done = int(round((session.epoch.value - index) * examples / session.batch_size))
-            # An epoch is `steps` batches even when the split holds more (`num_examples_per_epoch` below its size).
-            dataset = session.pipeline("train", index).skip(done).take(steps - done)
+            # An epoch is `read` batches even when the split holds more (`num_examples_per_epoch` below its size).
+            dataset = _no_empty_replicas(session.pipeline("train", index).skip(done).take(read - done), replicas)
             callbacks.on_epoch_begin(index)
             totals = np.zeros(6)
             densities = np.zeros(len(self.gated))
@@ -307,10 +364,12 @@ class Loops:
         if self._eval_step is None:
             self._eval_step = self._build_eval_step()
         dataset = session.pipeline("validate")
-        steps = math.ceil(session.examples("validate") / session.batch_size)
+        replicas = self.strategy.num_replicas_in_sync
+        _, steps = _batches_per_epoch(session.examples("validate"), session.batch_size, replicas)
         if max_batches is not None:
             dataset = dataset.take(max_batches)
             steps = min(steps, max_batches)
+        dataset = _no_empty_replicas(dataset, replicas)
         bar = keras.utils.Progbar(steps, verbose=1 if progress else 0)
         totals = np.zeros(4)
         densities = 0.0
