@@ -10,8 +10,15 @@ import tempfile
 from pathlib import Path
 
 from mayo_lite.config.keys import located_error
+from mayo_lite.session import cluster
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# Why `parameter_server` is refused, in the error a user sees.
+PARAMETER_SERVER = ("parameter_server is refused: training is one synchronous step whose FBS global thresholds and "
+                    "masks need all-reduce, while ParameterServerStrategy runs steps a coordinator schedules "
+                    "(ClusterCoordinator.schedule); use multi_worker")
+# The origin of the keys `mayo_lite.session.strategy` sets before each action, which a config must not set.
+DERIVED = "the distribution strategy"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 CACHE = ("auto", True, False)
@@ -71,13 +78,40 @@ def _dataset(cfg):
         cfg.integer("dataset.source.seed", *SEED_RANGE)
 
 
+def _distribution(cfg):
+    """The strategy and its devices; a multi-worker run's cluster (system.cluster or TF_CONFIG) too."""
+    replicas = cfg.integer("system.num_gpus", 1)
+    if cfg.get("system.strategy") == "parameter_server":
+        raise located_error(cfg.origin("system.strategy"), "system.strategy", PARAMETER_SERVER)
+    strategy = cfg.choice("system.strategy", STRATEGIES)
+    visible = cfg.get("system.visible_gpus")
+    if visible is not None:
+        where = cfg.origin("system.visible_gpus")
+        if (not isinstance(visible, list) or not visible or len(set(visible)) != len(visible) or not all(
+                isinstance(index, int) and not isinstance(index, bool) and index >= 0 for index in visible)):
+            raise located_error(where, "system.visible_gpus", f"expected a list of distinct GPU indices (integers "
+                                                              f"≥ 0) or null, got {visible!r}")
+        if strategy == "tpu":
+            raise located_error(where, "system.visible_gpus", "a tpu run has no GPUs to choose; set it to null")
+        if replicas not in (1, len(visible)):
+            raise located_error(cfg.origin("system.num_gpus"), "system.num_gpus",
+                                f"{replicas} replicas, but system.visible_gpus lists {len(visible)} GPUs; leave "
+                                "num_gpus at 1 (visible_gpus sets the replicas)")
+    for key in ("system.replicas", "system.global_batch_size"):
+        origin = cfg.origin(key)
+        if origin not in ("defaults", DERIVED):
+            raise located_error(origin, key, "the strategy sets it (from num_gpus, visible_gpus and the workers); "
+                                             "read it, do not set it")
+    cfg.number("system.cluster_timeout", 0, low_open=True)
+    cluster.read(cfg)
+
+
 def check_settings(cfg, action):
     """Raises a ConfigError for the first bad setting that `action` would use."""
-    cfg.integer("system.num_gpus", 1)
+    _distribution(cfg)
     cfg.integer("system.batch_size_per_gpu", 1)
     cfg.number("system.max_epochs", 0, low_open=True)
     cfg.integer("system.seed", *SEED_RANGE, optional=True)
-    cfg.choice("system.strategy", STRATEGIES)
     cfg.choice("system.precision", PRECISIONS)
     cfg.choice("system.log.level", LOG_LEVELS)
     cfg.integer("system.checkpoint.save.interval", 1, optional=True)

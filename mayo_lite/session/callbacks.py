@@ -16,6 +16,7 @@ import keras
 
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError, UserError
+from mayo_lite.files import output_path
 from mayo_lite.weights.checkpoint import epoch_name
 
 log = logging.getLogger("mayo_lite")
@@ -103,7 +104,8 @@ class TensorBoard(keras.callbacks.TensorBoard):
 def from_config(cfg, session, gradual=None):
     """The callbacks of a `train` action, in the order they run: the progress bar, divergence, gradual pruning,
     the config's own (`train.callbacks`), checkpoints, TensorBoard (`system.log.tensorboard`) and the CSV history
-    (`system.log.history`)."""
+    (`system.log.history`); on a worker other than the chief of a multi-worker run, these write to its scratch
+    directory (`mayo_lite.files.output_path`)."""
     callbacks = [ProgressBar(), Divergence()]
     if gradual is not None:
         callbacks.append(gradual)
@@ -112,10 +114,10 @@ def from_config(cfg, session, gradual=None):
                                  cfg.get("system.checkpoint.save.keep", None)))
     tensorboard = cfg.get("system.log.tensorboard")
     if tensorboard is not None:
-        callbacks.append(TensorBoard(str(tensorboard), write_graph=False, update_freq="epoch"))
+        callbacks.append(TensorBoard(str(output_path(tensorboard)), write_graph=False, update_freq="epoch"))
     history = cfg.get("system.log.history")
     if history is not None:
-        callbacks.append(History(history))
+        callbacks.append(History(output_path(history)))
     return callbacks
 
 

@@ -19,24 +19,17 @@ from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
+from mayo_lite.session import cluster
 from mayo_lite.session.callbacks import DivergedError
 from mayo_lite.session.loop import Loops, epoch_text
+# prepare_devices: the command line calls it from here, before each action's checks.
+from mayo_lite.session.strategy import make_strategy, prepare_devices  # noqa: F401
 from mayo_lite.settings import SEED_RANGE
 from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")
 
 # `system.checkpoint.load` selectors of pretrained weights from other frameworks (mayo_lite.weights).
-
-# Listed once, at import: the CLI imports this module with TensorFlow's native start-up notices silenced.
-GPUS = tf.config.list_physical_devices("GPU")
-
-STRATEGIES = {
-    "default": tf.distribute.get_strategy,
-    "mirrored": tf.distribute.MirroredStrategy,
-    "multi_worker": tf.distribute.MultiWorkerMirroredStrategy,
-}
-
 
 class EpochCounter:
     """Mayo's float epoch counter: examples seen / examples per epoch; drives the schedule and max_epochs.
@@ -56,26 +49,6 @@ class EpochCounter:
         self.variable.assign(float(value))
 
 
-def _cpu_replicas(count):
-    """Splits the CPU into `count` logical devices, so multi-replica training can be tried without GPUs."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    if len(tf.config.get_logical_device_configuration(cpu) or []) != count:
-        try:
-            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-        except RuntimeError:
-            raise ConfigError(f"system.num_gpus={count}: no GPUs, and the CPU can no longer be split into "
-                              f"{count} replicas in this process (TensorFlow is already initialised)") from None
-    return [device.name for device in tf.config.list_logical_devices("CPU")[:count]]
-
-
-def prepare_devices(cfg):
-    """Splits the CPU into replicas now if the run asks for several without GPUs: TensorFlow allows it only before
-    its first operation, and the checks that run before an action already compute with TensorFlow."""
-    replicas = cfg.get("system.num_gpus")
-    if replicas > 1 and not GPUS and cfg.get("system.strategy") in ("default", "mirrored"):
-        _cpu_replicas(replicas)
-
-
 class Session:
     """The live objects of one run, built from a config."""
 
@@ -88,7 +61,7 @@ class Session:
         if seed is not None:
             keras.utils.set_random_seed(seed)
         self.seed = seed
-        self.strategy = self._strategy()
+        self.strategy = make_strategy(cfg)
         if self.strategy.num_replicas_in_sync > 1:
             log.info("%d replicas under %s", self.strategy.num_replicas_in_sync, type(self.strategy).__name__)
         self.dataset = cfg.get("dataset")
@@ -129,18 +102,6 @@ class Session:
         return self._loops
 
     # -- construction -----------------------------------------------------------------------------------------
-
-    def _strategy(self):
-        name = self.cfg.get("system.strategy")
-        replicas = self.cfg.integer("system.num_gpus", 1)
-        if name == "default" and replicas > 1:
-            name = "mirrored"
-        if name not in STRATEGIES:
-            raise ConfigError(f"{self.cfg.where('system.strategy')}: unknown strategy {name!r} "
-                              f"(known: {', '.join(STRATEGIES)})")
-        if name == "mirrored" and not GPUS:
-            return tf.distribute.MirroredStrategy(_cpu_replicas(replicas))
-        return STRATEGIES[name]()
 
     def input_shape(self):
         """The network's input shape: `dataset.task.preprocess.shape` where a (Mayo) model sets it, else
@@ -213,13 +174,21 @@ class Session:
         if key not in self._pipelines:
             if training:
                 self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] != "train"}
-            seed = None if self.seed is None else self.seed + (epoch if training else 0)
+            base = self.seed if self.seed is not None else cluster.shared_seed()
+            seed = None if base is None else base + (epoch if training else 0)
             with self._located():
                 self._pipelines[key] = make_dataset(
                     self.dataset, split, self.batch_size, training, seed=seed,
                     search_path=self.cfg.get("system.search_path.dataset"),
                     shuffle_buffer=self.cfg.get("system.pipeline.shuffle_buffer"),
                     cache=self.cfg.get("system.pipeline.cache"))
+            if cluster.joined() is not None:
+                # Every worker reads the whole split and keeps its share of each global batch, so that all take
+                # the same number of steps (the strategy does not check, see mayo_lite.session.strategy): sharding
+                # by file, TensorFlow's choice for a split in several files, gives workers unequal shares.
+                options = tf.data.Options()
+                options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+                self._pipelines[key] = self._pipelines[key].with_options(options)
         return self._pipelines[key]
 
     # -- checkpoints ------------------------------------------------------------------------------------------
@@ -253,7 +222,9 @@ class Session:
                 "optimizer": type(self.optimizer).__name__ if self.optimizer else None}
         path = self.store.save(name, values, self.epoch.value, meta)
         self.checkpoint_path = path
-        log.info("saved checkpoint %s (epoch %s)", path, epoch_text(self.epoch.value))
+        # Beside a digest of what was saved: the workers of a run hold identical weights, and their logs show it.
+        digest = f", weights {checkpoint.digest(values)}" if cluster.joined() else ""
+        log.info("saved checkpoint %s (epoch %s%s)", path, epoch_text(self.epoch.value), digest)
         return path
 
     def _selected_path(self):

@@ -3,9 +3,12 @@
 Keras' own `.weights.h5` files restore by position and refuse partial matches, and `tf.train.Checkpoint` matches
 by object graph; Mayo's workflow needs name matching instead (a dense checkpoint loads into a gated or masked
 model, listing the new variables), so a checkpoint is a plain `.npz` archive keyed by variable path. It is written
-to a temporary file and renamed into place, so a crash during saving never leaves a half-written checkpoint.
+to a temporary file and renamed into place, so a crash during saving never leaves a half-written checkpoint. A
+worker other than the chief of a multi-worker run reads the chief's checkpoints and writes its own to scratch
+(`mayo_lite.files.output_path`).
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mayo_lite.errors import CheckpointError
+from mayo_lite.files import output_path
 
 log = logging.getLogger("mayo_lite")
 
@@ -66,15 +70,16 @@ class CheckpointStore:
 
     def save(self, name, variables, epoch, meta):
         """Writes `name`.npz atomically; `variables` maps names to arrays."""
-        target = self.directory / f"{name}{SUFFIX}"
+        directory = output_path(self.directory)
+        target = directory / f"{name}{SUFFIX}"
         arrays = dict(variables)
         arrays["__epoch__"] = np.float64(epoch)
         # The names are listed in the metadata too: a damaged archive directory that renamed or lost a member
         # would otherwise load as a checkpoint with a variable missing.
         arrays["__meta__"] = np.array(json.dumps({**meta, "variables": sorted(variables)}))
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
+            directory.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
         except OSError as error:
             raise CheckpointError(f"cannot write checkpoint {target}: {error.strerror or error} (the previous "
                                   "checkpoints are untouched)") from None
@@ -94,10 +99,20 @@ class CheckpointStore:
         return target
 
     def prune_numbered(self, keep):
-        """Deletes the oldest numbered checkpoints beyond the newest `keep`."""
-        numbered = [p for p in self.available() if _EPOCH_NAME.match(p.stem)]
+        """Deletes the oldest numbered checkpoints beyond the newest `keep` (of those this process writes)."""
+        numbered = [p for p in CheckpointStore(output_path(self.directory)).available() if _EPOCH_NAME.match(p.stem)]
         for path in numbered[:max(len(numbered) - keep, 0)]:
             path.unlink(missing_ok=True)
+
+
+def digest(variables):
+    """A short SHA-256 of the arrays `variables` maps names to, in name order: equal for equal weights."""
+    hashed = hashlib.sha256()
+    for name in sorted(variables):
+        value = np.ascontiguousarray(variables[name])
+        hashed.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        hashed.update(value.tobytes())
+    return hashed.hexdigest()[:16]
 
 
 def _check_members(archive, path):

@@ -5,8 +5,12 @@ arguments, and imports an action's module only when the action runs. The README'
 against this one.
 """
 
+import functools
 import importlib
 from typing import NamedTuple, Optional
+
+from mayo_lite.files import remove_scratch
+from mayo_lite.session.cluster import lost_worker
 
 
 class Action(NamedTuple):
@@ -44,4 +48,24 @@ def load(name):
     """(the action's function, its check or None), imported now."""
     action = ACTIONS[name]
     module = importlib.import_module(f"{__name__}.{action.module}")
-    return getattr(module, action.function), getattr(module, action.check) if action.check else None
+    check = getattr(module, action.check) if action.check else None
+    return _as_a_worker(getattr(module, action.function)), check
+
+
+def _as_a_worker(function):
+    """The action, as one worker of a multi-worker run needs it: a worker that stopped answering is reported in one
+    line (TensorFlow raises it from whatever collective step was running when it noticed, in any action), and the
+    scratch directory is removed when the action fails."""
+    @functools.wraps(function)
+    def run(runner):
+        try:
+            return function(runner)
+        except BaseException as error:
+            # The command line ends at a failed or interrupted action, and after an interruption it leaves at once,
+            # without exit handlers: a worker's scratch directory goes now.
+            remove_scratch()
+            lost = lost_worker(error) if isinstance(error, Exception) else None
+            if lost is None:
+                raise
+            raise lost from error
+    return run

@@ -1,19 +1,20 @@
-"""What several actions share: writing their figures as YAML with `system.info.plumbing`, and reading
-`system.max_epochs`."""
+"""What several actions share: writing their figures as YAML with `system.info.plumbing` (on a worker other than
+the chief of a multi-worker run, to its scratch directory), and reading `system.max_epochs`."""
 
 import logging
 
 import yaml
 
-from mayo_lite.files import write_atomically
+from mayo_lite.files import output_path, write_atomically
 
 log = logging.getLogger("mayo_lite")
 
 
 def plumbing(runner, name, data):
     if runner.cfg.get("system.info.plumbing", False):
-        write_atomically(name, yaml.safe_dump(data, sort_keys=False))
-        log.info("wrote %s", name)
+        path = output_path(name)
+        write_atomically(path, yaml.safe_dump(data, sort_keys=False))
+        log.info("wrote %s", path)
 
 
 def max_epochs(cfg):

@@ -6,7 +6,7 @@ import io
 import logging
 
 from mayo_lite.errors import ConfigError
-from mayo_lite.files import write_atomically
+from mayo_lite.files import output_path, write_atomically
 from mayo_lite.net import model_cost
 from mayo_lite.session.loop import epoch_text
 
@@ -33,7 +33,8 @@ def eval_all(runner):
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_atomically("eval_all.csv", table.getvalue())
-    log.info("wrote eval_all.csv")
+    path = output_path("eval_all.csv")
+    write_atomically(path, table.getvalue())
+    log.info("wrote %s", path)
     # The session now holds the last checkpoint's weights, not the selected one: build afresh next time.
     runner.discard_session()

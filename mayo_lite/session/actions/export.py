@@ -2,11 +2,12 @@
 
 import logging
 
-from mayo_lite.files import write_atomically
+from mayo_lite.files import output_path, write_atomically
 
 log = logging.getLogger("mayo_lite")
 
 
 def export(runner):
-    write_atomically("export.yaml", runner.cfg.dump())
-    log.info("wrote export.yaml")
+    path = output_path("export.yaml")
+    write_atomically(path, runner.cfg.dump())
+    log.info("wrote %s", path)

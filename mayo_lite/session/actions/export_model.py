@@ -10,7 +10,6 @@ active channels of one image at a time.
 """
 
 import logging
-from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -18,6 +17,7 @@ import tensorflow as tf
 import numpy as np
 
 from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.files import output_path
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
 from mayo_lite.net.folding import fold_batch_norms, with_keras_layers
@@ -83,7 +83,7 @@ def check_export_model(cfg):
 
 def export_model(runner):
     cfg, session = runner.cfg, runner.session()
-    directory = Path(cfg.get("system.export.path"))
+    directory = output_path(cfg.get("system.export.path"))
     plain = build_model(session.model_spec, session.input_shape(), origin=cfg.origin, masked=False)
     copy_folded(session.model, plain)
     folded, norms = fold_batch_norms(plain)

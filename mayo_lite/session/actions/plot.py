@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from mayo_lite.errors import ConfigError, DataError
+from mayo_lite.files import output_path
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import model_cost
 from mayo_lite.plot import accuracy_against_macs, gate_heatmap, layer_costs, training_curves
@@ -93,7 +94,7 @@ def _accuracy_points(cfg):
 
 def plot(runner):
     cfg, session = runner.cfg, runner.session()
-    directory = Path(cfg.get("system.plot.path"))
+    directory = output_path(cfg.get("system.plot.path"))
     directory.mkdir(parents=True, exist_ok=True)
     subject = (f"model {session.model.name} on {session.dataset.get('name')}, epoch "
                f"{epoch_text(session.epoch.value)}")

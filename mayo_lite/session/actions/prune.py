@@ -7,7 +7,7 @@ import keras
 import yaml
 
 from mayo_lite.errors import DataError
-from mayo_lite.files import write_atomically
+from mayo_lite.files import output_path, write_atomically
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.prune import prune_model
 from mayo_lite.session.pruning import check_layers, prune_arguments, settings
@@ -46,8 +46,9 @@ def prune(runner):
         if before is not None:
             figures.update({"before": {k: round(before[k], 6) for k in ("top1", "top5")},
                             "after": {k: round(after[k], 6) for k in ("top1", "top5")}})
-        write_atomically("prune.yaml", yaml.safe_dump(figures, sort_keys=False))
-        log.info("wrote prune.yaml")
+        written = output_path("prune.yaml")
+        write_atomically(written, yaml.safe_dump(figures, sort_keys=False))
+        log.info("wrote %s", written)
     return report
 
 
