@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.scaling import free_ports  # the benchmark starts workers on 127.0.0.1 the same way
 from mayo_lite import files
 from mayo_lite.cli import main
 from mayo_lite.session import cluster as clusters
@@ -40,16 +41,6 @@ system: {batch_size_per_gpu: 8, max_epochs: 2, strategy: multi_worker}
 RUN = Path("checkpoints/small_gate/synthetic")
 SAVED = re.compile(r"^saved checkpoint (\S+) \(epoch ([\d.]+), weights ([0-9a-f]+)\)$", re.MULTILINE)
 WAIT = 120  # seconds a two-worker run may take on two busy cores before the test gives up on it
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for each in sockets:
-        each.bind(("127.0.0.1", 0))
-    ports = [each.getsockname()[1] for each in sockets]
-    for each in sockets:
-        each.close()
-    return ports
 
 
 def cluster_setting(ports, index):

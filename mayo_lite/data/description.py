@@ -97,14 +97,10 @@ def network_shape(dataset):
     return tuple(shape), "dataset.task.preprocess.shape"
 
 
-def resizes(dataset):
-    """Whether images are converted and resized to the network's shape (`task.preprocess.shape` is given)."""
-    return lookup(dataset, "task.preprocess.shape", None) is not None
-
-
-def _background(dataset, key):
-    background = lookup(dataset, "task.background_class", None) or {}
-    value = background.get(key, False) if isinstance(background, dict) else False
+def background(dataset, key):
+    """`task.background_class.<key>` (`has` or `use`) as 0 or 1."""
+    section = lookup(dataset, "task.background_class", None) or {}
+    value = section.get(key, False) if isinstance(section, dict) else False
     if not isinstance(value, bool):
         raise bad_value(f"task.background_class.{key}", "true or false", value)
     return int(value)
@@ -113,7 +109,7 @@ def _background(dataset, key):
 def label_offset(dataset):
     """Mayo's rule: `use − has` of `task.background_class`. `has`: the stored labels count a background class 0
     (slim's ImageNet records, 1..1000); `use`: the network has a background output. Stored labels shift by it."""
-    return _background(dataset, "use") - _background(dataset, "has")
+    return background(dataset, "use") - background(dataset, "has")
 
 
 def num_classes(dataset):

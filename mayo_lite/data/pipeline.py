@@ -18,7 +18,6 @@ from mayo_lite.data.description import (
     lookup,
     network_shape,
     positive_int,
-    resizes,
 )
 from mayo_lite.data.preprocess import apply_steps, compile_steps, fit_to_shape
 from mayo_lite.data.sources import SOURCES
@@ -124,7 +123,7 @@ def make_dataset(
     _check_argument("seed", seed, is_seed, "an integer or None")
     name = dataset_name(dataset)
     shape, shape_source = network_shape(dataset)
-    fitted = resizes(dataset)
+    fitted = shape_source == "dataset.task.preprocess.shape"
     count = num_examples(dataset, split)
     source_type = lookup(dataset, "source.type")
     if source_type not in SOURCES:

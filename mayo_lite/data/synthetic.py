@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from mayo_lite.data.description import (
     SPLITS,
+    background,
     bad_value,
-    label_offset,
     lookup,
     positive_int,
     task_shape,
@@ -28,7 +28,7 @@ def read_synthetic_source(dataset, split, search_path):
     images = generator.random((count, *task_shape(dataset)), dtype=np.float32)
     # Labels as a source stores them: from 1 when `background_class.has` (class 0 is the background), in
     # [0, task.num_classes) otherwise; the pipeline then shifts them by `use - has`.
-    first = label_offset(dataset) < 0 or (lookup(dataset, "task.background_class.has", False) is True)
-    labels = generator.integers(int(first), positive_int(dataset, "task.num_classes"), size=count, dtype=np.int32)
+    labels = generator.integers(background(dataset, "has"), positive_int(dataset, "task.num_classes"), size=count,
+                                dtype=np.int32)
     examples = tf.data.Dataset.from_tensor_slices((images, labels))
     return SourceExamples(examples, in_memory=True, origin=f"synthetic data (seed {seed})")

@@ -1,6 +1,7 @@
 """The figures of the `plot` action, drawn with matplotlib from plain numbers (no TensorFlow here): each function
 takes what it shows, a title line naming the model and data, and the PNG file to write."""
 
+import io
 import math
 
 import matplotlib
@@ -24,8 +25,6 @@ def _short(count):
 
 def _save(figure, path):
     # Drawn to memory and written atomically: an interrupted plot leaves the previous figure, not half a PNG.
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(figure)
