@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mayo_lite.session.actions import ACTIONS  # noqa: E402
+from mayo_lite.session.distill import SETTINGS as DISTILL  # noqa: E402
 
 
 def system_settings():
@@ -121,6 +122,9 @@ def page():
         "",
         "`train.learning_rate` (a number, or `{type: SCHEDULE, ...}`), `train.optimizer` (`{type: OPTIMIZER, ...}`) "
         "and `train.callbacks` (a list); the names each takes are in [config-language.md](config-language.md).",
+        "",
+        "`train.distill` (`trainers/distill.yaml`): knowledge distillation while training, `{teacher, temperature, "
+        "weight}`: " + "; ".join(f"`{key}`: {meaning}" for key, meaning in DISTILL.items()) + ".",
         "",
         "Callbacks a trainer may list in `train.callbacks` (`{type: NAME, ...arguments}`): " +
         ", ".join(f"`{name}` ({', '.join(sorted(entry.arguments)) or 'no arguments'})" for name, entry in CALLBACKS.items())

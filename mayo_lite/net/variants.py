@@ -44,3 +44,14 @@ def static_width(model):
             plain["num_outputs"] = math.ceil(round(plain["num_outputs"] * density, 9))
         return plain
     return _map_gated(model, narrow)
+
+
+def with_widths(model, widths):
+    """The resolved `model` section with the `num_outputs` of each layer named in `widths` ({layer name: count})
+    set to that count: a narrowed network, or a teacher as wide as its checkpoint."""
+    if isinstance(model, list):
+        return [with_widths(item, widths) for item in model]
+    if not isinstance(model, dict):
+        return model
+    return {key: ({**value, "num_outputs": widths[key]} if key in widths and isinstance(value, dict) else
+                  with_widths(value, widths)) for key, value in model.items()}

@@ -1,10 +1,10 @@
 """The training and evaluation loops of a session.
 
-A custom step under `strategy.run` rather than `Model.fit`: `fit` fails under MultiWorkerMirroredStrategy
-(measured with TF 2.21: "Attempt to convert a value (PerReplica...) to a Tensor"), and one code path must serve every strategy. Keras' `Progbar` still
-draws the progress bar. Each step returns summed counts that are reduced across replicas, so the figures are
-exact whatever the number of replicas. For a gated (FBS) model the steps also return the fraction of channels
-the gates kept, which the progress bar, `eval` and `info` report.
+A custom step under `strategy.run` rather than `Model.fit`: `fit` fails under MultiWorkerMirroredStrategy (measured
+with TF 2.21: "Attempt to convert a value (PerReplica...) to a Tensor"), and one code path must serve every strategy.
+Keras' `Progbar` draws the progress bar. Each step returns summed counts that are reduced across replicas, so the
+figures are exact whatever the number of replicas. For a gated (FBS) model the steps also return the fraction of
+channels the gates kept, which the progress bar, `eval` and `info` report.
 
 Replicas compute the step one device computes on the same global batch (tests/test_replica_equivalence.py): the
 loss is the sum over each replica's share divided by the global batch size, and the gated layers compute their
@@ -37,8 +37,8 @@ TOP_K = 5
 
 @contextlib.contextmanager
 def _stop_requests():
-    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours after the current step;
-    the handlers are then restored, so a second one stops the program at once, as Mayo's countdown did."""
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours after the current step; the
+    handlers are then restored, so a second one stops the program at once, as Mayo's countdown did."""
     requested = []
     if threading.current_thread() is not threading.main_thread():
         yield requested  # signals reach only the main thread; elsewhere training stops as Python decides
@@ -201,11 +201,11 @@ class Loops:
         examples = float(self.session.examples("train"))
         replicas = strategy.num_replicas_in_sync
         epoch = self.session.epoch.variable
-        num_classes, gated = self.num_classes, self.gated
+        num_classes, gated, teacher = self.num_classes, self.gated, self.session.teacher
         # The batch norms' moving statistics (Keras' and the gates'): Keras creates them without a replica
-        # aggregation, so each replica would update its own copy from its own share of the batch, and the copies
-        # would drift apart (the checkpoint keeping the first replica's). The step sets them to the mean over all
-        # replicas, those of the other workers included, so that every worker keeps the same copy.
+        # aggregation, so each replica would update its own copy from its own share of the batch and the copies would
+        # drift apart (the checkpoint keeping the first replica's). The step sets them to the mean over all replicas
+        # (other workers' too), so that every worker keeps the same copy.
         statistics = [variable for variable in model.non_trainable_variables
                       if replicas > 1 and variable.name in ("moving_mean", "moving_variance")]
 
@@ -214,15 +214,15 @@ class Loops:
                 logits = tf.cast(model(images, training=True), tf.float32)  # the loss in float32 under mixed precision
                 update_global_threshold(gated)
                 losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                losses = teacher.blend(images, logits, losses) if teacher is not None else losses  # train.distill
                 # The mean over the global batch: a partial last batch is split unevenly between the replicas, and
                 # a mean of the replicas' means would weigh their examples unequally.
                 size = tf.distribute.get_replica_context().all_reduce(
                     tf.distribute.ReduceOp.SUM, tf.cast(tf.shape(labels)[0], tf.float32))
                 loss = tf.reduce_sum(losses) / size
                 # Replicas trace through the same layers, and a layer keeps its `add_loss` tensors in one list, so
-                # `model.losses` holds every replica's; each counts those on its own device. Each is the same on
-                # every replica (weight penalties; the gates' regularisers are of the global batch), so each replica
-                # adds its share of it, and the gradients are summed across replicas.
+                # `model.losses` holds every replica's; each counts those on its own device. Each is the same on every
+                # replica (weight penalties; gate regularisers of the global batch): each replica adds its share.
                 own = [tf.cast(value, tf.float32) for value in model.losses
                        if replicas == 1 or value.device == logits.device]
                 regularization = tf.add_n(own) if own else tf.constant(0.0)
@@ -294,8 +294,8 @@ class Loops:
     def _logs(self, totals, densities, batch_total=None):
         """The loop's figures: means over the epoch so far."""
         count = totals[3]
-        logs = {"loss": totals[0] / count, "top1": totals[1] / count, "top5": totals[2] / count,
-                "regularization_loss": totals[5] / count - totals[0] / count,
+        logs = {"loss": totals[0] / count, "top1": totals[1] / count, "top5": totals[2] / count,  # loss: blended
+                "regularization_loss": totals[5] / count - totals[0] / count,  # with train.distill's soft term
                 "learning_rate": float(self.session.learning_rate())}
         if self.gated:
             logs["density"] = totals[4] / count

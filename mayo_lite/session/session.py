@@ -19,7 +19,7 @@ from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
-from mayo_lite.session import cluster
+from mayo_lite.session import cluster, distill
 from mayo_lite.session.callbacks import DivergedError
 from mayo_lite.session.loop import Loops, epoch_text
 # prepare_devices: the command line calls it from here, before each action's checks.
@@ -28,6 +28,8 @@ from mayo_lite.settings import SEED_RANGE
 from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")
+
+_UNSET = object()  # a teacher not built yet
 
 # `system.checkpoint.load` selectors of pretrained weights from other frameworks (mayo_lite.weights).
 
@@ -88,12 +90,20 @@ class Session:
         self._loops = None
         self.checkpoint_path = None  # the last checkpoint this session loaded or saved
         self.measured_densities = None  # per gated layer, from the last full evaluation
+        self._teacher = _UNSET
         if continue_from is not None:
             log.info("continuing from %s, where the previous action left the weights", continue_from)
         if source is not None:
             self.load(source)
         elif self.selector == "latest":
             log.info("no checkpoint at %s: starting from initial weights", self.store.locate("latest"))
+
+    @property
+    def teacher(self):
+        """The `train.distill` teacher (`mayo_lite.session.distill.Teacher`), built on first use; None without."""
+        if self._teacher is _UNSET:
+            self._teacher = distill.teacher(self.cfg, self)
+        return self._teacher
 
     @property
     def loops(self):
@@ -230,9 +240,14 @@ class Session:
     def _selected_path(self):
         """The checkpoint `system.checkpoint.load` selects, or None (none selected, or no `latest` yet); a
         `keras:` / `torchvision:` selector is returned as it is."""
-        selector = self.selector
-        if selector is None:
+        if self.selector is None:
             return None
+        return self.checkpoint_for(self.selector, "system.checkpoint.load")
+
+    def checkpoint_for(self, selector, key):
+        """The checkpoint `selector` names as the value of setting `key` (`system.checkpoint.load`,
+        `train.distill.teacher`): a checkpoint of this run, a path, the `latest` of another model's run on this
+        dataset, or a `keras:` / `torchvision:` / `tf1:` selector as it is; None for a `latest` not yet written."""
         pretrained = weights.pretrained_selector(selector)  # a TF1 checkpoint's files are checked here
         if pretrained is not None:
             return pretrained
@@ -243,7 +258,7 @@ class Session:
             other = self._other_run(selector)
             if other is None:
                 available = ", ".join(p.stem for p in self.store.available()) or "none"
-                raise CheckpointError(f"system.checkpoint.load={selector}: no checkpoint at {path} "
+                raise CheckpointError(f"{key}={selector}: no checkpoint at {path} "
                                       f"(checkpoints of this run: {available}; nor is it a model name with a "
                                       f"run on {self.dataset.get('name')})")
             path = other

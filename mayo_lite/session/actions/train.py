@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError
-from mayo_lite.session import callbacks, pruning
+from mayo_lite.session import callbacks, distill, pruning
 from mayo_lite.session.actions.common import max_epochs as _max_epochs
 from mayo_lite.session.loop import epoch_text
 
@@ -26,6 +26,9 @@ def train(runner):
         log.info("already trained to epoch %s (system.max_epochs=%s); reset-num-epochs trains a full schedule "
                  "again", epoch_text(session.epoch.value), epoch_text(max_epochs))
         return
+    if session.teacher is not None:  # train.distill: its checkpoint is read (or refused) before the first step
+        log.info("the logged loss blends the crossentropy with the distillation term (weight %g)",
+                 session.teacher.weight)
     session.loops.train(max_epochs, callbacks.from_config(cfg, session, gradual))
 
 
@@ -49,3 +52,4 @@ def check_train(cfg):
     registry.build("optimizer", cfg.get("train.optimizer"), cfg.where("train.optimizer"))
     pruning.check_schedule(cfg)
     callbacks.user_callbacks(cfg)
+    distill.settings(cfg)
