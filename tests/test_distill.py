@@ -81,8 +81,8 @@ def test_blend_is_hintons_loss():
 
 
 def test_the_loop_minimises_the_blend_from_the_teachers_checkpoint(tmp_path, teacher_run):
-    """With a learning rate of 1e-9 (0 is refused) the logged loss of an epoch is the mean blend over the training set, which NumPy
-    recomputes from the teacher checkpoint's weights and the student's."""
+    """With a learning rate of 1e-9 (0 is refused) the logged loss of an epoch is the mean blend over the training
+    set, which NumPy recomputes from the teacher checkpoint's weights and the student's."""
     student = session(tmp_path, config("student", rate=1e-9, seed=7),
                       f"train.distill={{teacher: {teacher_run}, temperature: 3, weight: 0.3}}")
     teacher = student.teacher

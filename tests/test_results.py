@@ -85,3 +85,14 @@ def test_a_bad_model_name_is_one_line(tmp_path):
                              "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "resnet" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_cifar10_needs_its_prepared_data_and_says_so_in_one_line(tmp_path):
+    env = {**__import__("os").environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/results.py"), "--dataset", "cifar10",
+                             "--workdir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cifar10" in last and str(tmp_path / "tfds") in last and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before any work

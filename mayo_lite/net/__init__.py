@@ -9,5 +9,6 @@ from mayo_lite.net.estimate import layer_table, totals
 from mayo_lite.net.variants import static_width, with_widths, without_gates
 from mayo_lite.net.narrowing import kept_channels, narrow_model
 
-__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "ModelCost", "build_model", "dense_sources", "kept_channels", "narrow_model", "layer_table", "model_cost",
+__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "ModelCost", "build_model", "dense_sources", "kept_channels",
+           "layer_table", "model_cost", "narrow_model",
            "static_width", "totals", "with_widths", "without_gates"]

@@ -64,7 +64,8 @@ def narrow_model(model, spec, input_shape, origin=None):
     kept = kept_channels(model)
     if not kept:
         return None
-    narrow = build_model(with_widths(spec, {name: len(kept[name]) for name in kept}), input_shape, origin=origin, masked=False)
+    widths = {name: len(indices) for name, indices in kept.items()}
+    narrow = build_model(with_widths(spec, widths), input_shape, origin=origin, masked=False)
     source = {layer.name: layer for layer in model.layers}
     channels = None  # the input channels the current layer keeps (None: all)
     for layer in narrow.layers:

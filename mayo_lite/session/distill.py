@@ -111,7 +111,7 @@ def teacher(cfg, session):
         name = "model/" + variable.path
         mask = stored.get(name.rsplit("/", 1)[0] + "/mask") if name.endswith("/kernel") else None
         variable.assign(value * mask if mask is not None else value)
-    log.info("distilling from %s (the dense counterpart of %s, temperature %g, weight %g)", path, session.model.name, temperature,
-             weight)
+    log.info("distilling from %s (the dense counterpart of %s, temperature %g, weight %g)", path,
+             session.model.name, temperature, weight)
     return Teacher(model, temperature, weight, path)
 
