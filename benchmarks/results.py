@@ -207,7 +207,6 @@ def static(run, model, start, budgets, granularity, teacher):
     ((density, epochs) of the FBS step, MACs); returns their records. Each step's percent is searched on the
     previous step's checkpoint (deterministic, so a rerun finds the same one)."""
     from mayo_lite.net import narrow_model
-    from mayo_lite.prune import prune_model
     from mayo_lite.weights.checkpoint import CheckpointStore
     key = "kernel" if granularity == "kernel" else "slimming"
     files = [f"models/{model}.yaml", *run.data]
@@ -235,9 +234,8 @@ def static(run, model, start, budgets, granularity, teacher):
                          f"prune.recalibrate={run.mode['recalibrate']}", "prune", *tail]
             record = run.step(f"{model}/{key}/{density}", arguments, directory)
         else:
-            # Pruned in this process (the search left the model pruned at `percent`), made narrower and saved as
-            # a checkpoint of the narrow network, which `my` fine-tunes with the widths on its command line.
-            prune_model(current.model, percent=percent, **prune)
+            # The search left the model pruned at `percent`: made narrower and saved as a checkpoint of the narrow
+            # network, which `my` fine-tunes with the widths on its command line.
             narrow = narrow_model(current.model, current.model_spec, current.input_shape(), origin=current.cfg.origin)
             widths = [f"model.layers.{layer.name}.num_outputs={layer.filters}" for layer in narrow.layers
                       if hasattr(layer, "filters") and layer.name != "logits"]
