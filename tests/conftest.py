@@ -2,6 +2,7 @@
 digests of files and directories to prove that nothing changed."""
 
 import hashlib
+import os
 import signal
 from pathlib import Path
 
@@ -18,6 +19,19 @@ def digest_file(path):
 def digest_directory(directory):
     """File name -> SHA-256 of every file directly in `directory`."""
     return {path.name: digest_file(path) for path in sorted(Path(directory).glob("*")) if path.is_file()}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def tuning_cache(tmp_path_factory):
+    """The sparse programs' tuning cache in a scratch directory, not the user's home."""
+    path = tmp_path_factory.mktemp("tuning") / "tuning.json"
+    previous = os.environ.get("MAYO_LITE_TUNING_CACHE")
+    os.environ["MAYO_LITE_TUNING_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("MAYO_LITE_TUNING_CACHE", None)
+    else:
+        os.environ["MAYO_LITE_TUNING_CACHE"] = previous
 
 
 @pytest.fixture

@@ -54,7 +54,7 @@ def assert_same_outputs(model, program, shape, images=3, atol=1e-4):
     for _ in range(images):
         image = rng.random((1, *shape), dtype=np.float32)
         expected = model(image, training=False).numpy()
-        difference = np.max(np.abs(program(image).numpy() - expected))
+        difference = np.max(np.abs(np.asarray(program(image)) - expected))
         assert difference < atol * max(1.0, np.max(np.abs(expected))), difference
 
 
@@ -68,13 +68,27 @@ SHIPPED = [
 ]
 
 
+# The layer at which the native runtime stops, for the models it does not run (they stay on TensorFlow).
+NOT_NATIVE = {"models/gate/resnet18.yaml": "conv1.pad: the native runtime has no ZeroPadding2D",
+              "models/gate/mobilenet.yaml": "conv0.act: the native runtime has no relu6 activation"}
+
+
 @pytest.mark.parametrize("path, shape", SHIPPED)
 @pytest.mark.parametrize("density", [1.0, 0.75, 0.5, 0.3])
 def test_every_shipped_gated_model_runs_sparsely_with_the_keras_outputs(path, shape, density):
     model = gated_model(path, shape, density)
-    program = SparseGatedModel(model)
+    program = SparseGatedModel(model, engine="xla")
     assert program.jit_compile  # online thresholds: static shapes, compiled whole
     assert_same_outputs(model, program, shape)
+    if path in NOT_NATIVE:
+        with pytest.raises(UnsupportedModel, match=NOT_NATIVE[path]):
+            SparseGatedModel(model, engine="native")
+        return
+    native = SparseGatedModel(model, engine="native")
+    for mode in ("gather", "every"):  # what tuning chooses between: either gives the Keras outputs
+        for operation in native.native.operations:
+            operation.mode = mode
+        assert_same_outputs(model, native, shape)
 
 
 @pytest.mark.parametrize("path, shape", [SHIPPED[2], SHIPPED[4], SHIPPED[5]])
@@ -97,14 +111,22 @@ def test_moving_thresholds_give_the_keras_outputs(path, shape, threshold):
 def test_other_gate_settings_give_the_keras_outputs(gate):
     model = gated_model("models/gate/cifarnet_slim.yaml", (28, 28, 1), 0.5, **gate)
     assert_same_outputs(model, SparseGatedModel(model), (28, 28, 1))
+    try:
+        native = SparseGatedModel(model, engine="native")
+    except UnsupportedModel as error:  # said per layer; the auto engine stays on TensorFlow
+        assert str(error).startswith("layer conv0: ")
+        assert not gate.keys() <= {"add_beta_first", "enable"}
+    else:
+        assert gate.keys() <= {"add_beta_first", "enable"}
+        assert_same_outputs(model, native, (28, 28, 1))
 
 
 def test_ties_at_the_threshold_are_switched_off_as_keras_does():
     model = gated_model("models/gate/cifarnet_slim.yaml", (28, 28, 1), 0.5)
     layer = model.get_layer("conv1")
     layer.gate_kernel.assign(np.zeros(layer.gate_kernel.shape, np.float32))  # every gamma equal: all tied
-    program = SparseGatedModel(model)
-    assert_same_outputs(model, program, (28, 28, 1))
+    for engine in ("xla", "native"):
+        assert_same_outputs(model, SparseGatedModel(model, engine=engine), (28, 28, 1))
 
 
 def test_a_functional_model_with_a_branch_and_a_constant_fill():

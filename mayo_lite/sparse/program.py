@@ -6,17 +6,30 @@ only static shapes (every gate online, or no gates) the function is compiled who
 without it the gathers and transposes around each small convolution cost more than the channels they save.
 
 Keras cannot express a convolution whose channel set changes with every input, hence this hand-written program;
-for a model without gates it is the fastest dense path this project makes (folded batch norms, XLA), the fair
-baseline for the sparse one.
+for a model without gates it is the fastest dense path this project makes (folded batch norms, XLA or the native
+runtime), the fair baseline for the sparse one.
+
+The same steps can also run on the native runtime (`native.py`, `native_runtime.py`: NumPy's BLAS and Numba
+kernels), which at batch 1 is faster than TensorFlow on small maps. Which engine runs, and how each gated layer
+computes there, is decided by timing them on the machine (`tuning.py`) at the first call, and cached.
 """
 
 import keras
 import tensorflow as tf
 
 from mayo_lite.layers import GatedConv2D
+import logging
+
+import numpy as np
+
+from mayo_lite.sparse import tuning
 from mayo_lite.sparse.features import Feature, materialize
 from mayo_lite.sparse.folding import UnsupportedModel, batch_norm_affine
+from mayo_lite.sparse.native import native_program
 from mayo_lite.sparse.steps import DepthwiseStep, foldable, step_for
+
+log = logging.getLogger("mayo_lite")
+ENGINES = ("auto", "xla", "native")
 
 
 def _single_input(model):
@@ -47,16 +60,22 @@ class InferenceProgram(tf.Module):
     """`model` on one image at a time, with folded weights, skipping the channels its gates switch off.
 
     Call it with a float32 batch of one image, `(1, H, W, C)`; it returns what `model(image, training=False)`
-    returns (to float32 rounding). It holds copies of the weights taken when it was made: prepare it again after
-    training.
+    returns (to float32 rounding), as a NumPy array. It holds copies of the weights taken when it was made: prepare
+    it again after training. `run` is the TensorFlow function (what a SavedModel of it serves).
 
     Args:
         model: a functional or Sequential Keras model with one image input and one output.
         jit_compile: compile with XLA; None (the default) compiles when every shape is static.
+        engine: `auto` (the default) times TensorFlow/XLA and the native runtime on this machine at the first
+            call and keeps the faster (cached, see `tuning.py`); `xla` or `native` forces one (`native` raises
+            UnsupportedModel for a layer the native runtime does not have).
     """
 
-    def __init__(self, model, jit_compile=None):
+    def __init__(self, model, jit_compile=None, engine="auto"):
         super().__init__(name="inference_program")
+        if engine not in ENGINES:
+            raise ValueError(f"Invalid value received for argument `engine`. Expected one of {ENGINES}. "
+                             f"Received: engine={engine!r}")
         self.input_shape = _single_input(model)
         layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
         for layer in layers:
@@ -87,8 +106,8 @@ class InferenceProgram(tf.Module):
         self._input_id = id(model.inputs[0])
         self._output_id = id(model.outputs[0])
         self.gated = [layer for layer in layers if isinstance(layer, GatedConv2D)]
-        static = all(step.static for step in self.steps if hasattr(step, "static"))
-        self.jit_compile = static if jit_compile is None else bool(jit_compile)
+        self.static = all(step.static for step in self.steps if hasattr(step, "static"))
+        self.jit_compile = self.static if jit_compile is None else bool(jit_compile)
         for step in self.steps:
             if isinstance(step, DepthwiseStep):
                 step.by_shifts = self.jit_compile
@@ -96,6 +115,20 @@ class InferenceProgram(tf.Module):
         self.run = tf.function(self._run, input_signature=[signature], jit_compile=self.jit_compile,
                                autograph=False)
         self._concrete = None
+        self.native = None
+        self.modes = {}
+        if engine != "xla" and self.static:
+            try:
+                self.native = native_program(self)
+            except UnsupportedModel as error:
+                if engine == "native":
+                    raise
+                log.debug("sparse: %s stays on TensorFlow (%s)", model.name, error)
+        elif engine == "native":
+            raise UnsupportedModel(f"model {model.name}: a moving threshold keeps a different number of channels "
+                                   "per image; the native runtime needs the online threshold")
+        self.engine = engine if engine != "auto" or self.native is not None else "xla"
+        self.from_cache = None
 
     def _run(self, image):
         features = {self._input_id: Feature.full(image)}
@@ -106,25 +139,45 @@ class InferenceProgram(tf.Module):
             features[output] = step([features[tensor] for tensor in inputs])
         return materialize(features[self._output_id])
 
+    def tune(self, images=None):
+        """Chooses the engine and the native modes (from the cache, or by timing on `images`, random ones by
+        default); the first call does it when it was not done."""
+        if self.engine != "auto":
+            return self.engine
+        if images is None:
+            rng = np.random.default_rng(0)
+            images = [rng.random((1, *self.input_shape), dtype=np.float32) for _ in range(5)]
+        self.engine, self.modes, self.from_cache = tuning.choose(self, self.native, images)
+        log.debug("sparse: engine %s, modes %s%s", self.engine, self.modes, " (cached)" if self.from_cache else "")
+        return self.engine
+
     def __call__(self, image):
-        if self._concrete is None:
-            # The concrete function skips tf.function's argument matching on every call (tens of microseconds
-            # per image, which matters at batch 1).
-            self._concrete = self.run.get_concrete_function()
-        image = tf.convert_to_tensor(image, tf.float32)
-        if image.shape.rank != 4 or image.shape[0] != 1:
+        image = np.asarray(image, np.float32)
+        if image.ndim != 4 or image.shape[0] != 1:
             raise ValueError(f"sparse execution takes one image at a time, shape (1, H, W, C); got "
                              f"{tuple(image.shape)}")
         if tuple(image.shape[1:]) != self.input_shape:
             raise ValueError(f"the model takes images of shape {self.input_shape}; got {tuple(image.shape[1:])}")
-        return self._concrete(image)
+        if self.engine == "auto":
+            self.tune()
+        if self.engine == "native":
+            return self.native(image)
+        return self.compiled(image).numpy()
+
+    def compiled(self, image):
+        """The TensorFlow program on one image of the right shape (a tensor)."""
+        if self._concrete is None:
+            # The concrete function skips tf.function's argument matching on every call (tens of microseconds
+            # per image, which matters at batch 1).
+            self._concrete = self.run.get_concrete_function()
+        return self._concrete(tf.convert_to_tensor(image, tf.float32))
 
 
 class SparseGatedModel(InferenceProgram):
     """`InferenceProgram` of a gated (FBS) model: refuses a model without `GatedConv2D` layers, since it would
     only be the folded dense path."""
 
-    def __init__(self, model, jit_compile=None):
-        super().__init__(model, jit_compile)
+    def __init__(self, model, jit_compile=None, engine="auto"):
+        super().__init__(model, jit_compile, engine)
         if not self.gated:
             raise UnsupportedModel(f"model {model.name} has no gated (FBS) convolutions: nothing to skip")

@@ -1,0 +1,151 @@
+"""Choosing how an `InferenceProgram` runs by timing the candidates on the machine it runs on, as cuDNN, XLA and
+TVM autotune: which engine (TensorFlow compiled by XLA, or the native runtime) and, in the native runtime, how each
+gated layer computes (`gather` or `every`, `native_runtime.Convolution`).
+
+The choice is cached per program structure and machine in a JSON file (`MAYO_LITE_TUNING_CACHE`, by default
+`~/.cache/mayo-lite/tuning.json`), so a second run pays nothing. The candidates compute the same function: a choice
+changes the time, never the outputs. The cache is safe to delete; a damaged one is ignored with one warning line
+and written afresh.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mayo_lite.sparse import native_runtime
+
+log = logging.getLogger("mayo_lite")
+
+MODES = ("gather", "every")
+
+
+def cache_path():
+    return Path(os.environ.get("MAYO_LITE_TUNING_CACHE",
+                               Path.home() / ".cache" / "mayo-lite" / "tuning.json"))
+
+
+def machine():
+    """What a timing depends on besides the program: the processor, how many threads, the libraries."""
+    import numba
+    import tensorflow as tf
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as file:
+            model = next((line.split(":", 1)[1].strip() for line in file if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"processor": model, "machine": platform.machine(), "threads": os.cpu_count(),
+            "numpy": np.__version__, "numba": numba.__version__, "tensorflow": tf.__version__}
+
+
+def program_key(native, input_shape):
+    """A key for a native program's structure (layers, shapes, counts; not the weights' values) on this machine."""
+    structure = [{key: value for key, value in spec.items() if key != "mode"} for spec in native.specs]
+    shapes = {operation.name: [list(array.shape) for array in native_runtime._arrays_of(operation).values()]
+              for operation in native.operations}
+    text = json.dumps([structure, shapes, list(input_shape), machine()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _read_cache(path):
+    try:
+        with open(path) as file:
+            cache = json.load(file)
+        if not isinstance(cache, dict):
+            raise ValueError("not a JSON object")
+        return cache
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        log.warning("sparse: ignoring the tuning cache %s (%s); it will be written afresh", path, error)
+        return {}
+
+
+def _write_cache(path, cache):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tuning-", suffix=".json")
+        with os.fdopen(handle, "w") as file:
+            json.dump(cache, file, indent=1, sort_keys=True)
+        os.replace(temporary, path)
+    except OSError as error:  # a read-only home: the choice is still made, just not remembered
+        log.warning("sparse: could not write the tuning cache %s (%s)", path, error)
+
+
+def _median_seconds(function, argument, repeats):
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(argument)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _layer_inputs(native, image):
+    """Each operation's input features on `image`, from one pass."""
+    results = [native_runtime.Feature(np.asarray(image, np.float32)[0], None, native.input_shape[-1])]
+    inputs = []
+    for operation, wiring in zip(native.operations, native.wiring):
+        features = [results[i] for i in wiring]
+        inputs.append(features)
+        results.append(operation(*features))
+    return inputs
+
+
+def tune_modes(native, image, repeats=9):
+    """{gated layer: fastest mode}, each layer timed alone in every mode on its own input from `image`."""
+    modes = {}
+    for operation, features in zip(native.operations, _layer_inputs(native, image)):
+        if not getattr(operation, "gated", False) or operation.count == operation.filters:
+            continue
+        times = {}
+        for mode in MODES:
+            operation.mode = mode
+            operation(*features)  # warm
+            times[mode] = _median_seconds(lambda feature: operation(feature), features[0], repeats)
+        modes[operation.name] = min(times, key=times.get)
+        operation.mode = modes[operation.name]
+    return modes
+
+
+def apply_modes(native, modes):
+    for operation, spec in zip(native.operations, native.specs):
+        if operation.name in modes:
+            operation.mode = spec["mode"] = modes[operation.name]
+
+
+def choose(program, native, images, repeats=7):
+    """The engine (`xla` or `native`) and the native modes for `program`, from the cache or measured on `images`."""
+    path = cache_path()
+    key = program_key(native, program.input_shape)
+    cache = _read_cache(path)
+    entry = cache.get(key)
+    if isinstance(entry, dict) and entry.get("engine") in ("xla", "native") and isinstance(
+            entry.get("modes"), dict) and all(mode in MODES for mode in entry["modes"].values()):
+        apply_modes(native, entry["modes"])
+        return entry["engine"], entry["modes"], True
+    modes = tune_modes(native, images[0])
+    apply_modes(native, modes)
+    runners = {"native": native, "xla": program.compiled}
+    for run in runners.values():  # compile and warm
+        for image in images[:2]:
+            np.asarray(run(image))
+    samples = {name: [] for name in runners}
+    for repeat in range(repeats):
+        for name, run in (runners.items() if repeat % 2 == 0 else reversed(runners.items())):
+            for image in images:
+                samples[name].append(_median_seconds(run, image, 1))
+    times = {name: statistics.median(values) for name, values in samples.items()}
+    engine = min(times, key=times.get)
+    cache[key] = {"engine": engine, "modes": modes, "ms": {name: round(value * 1000, 4) for name, value in
+                                                             times.items()}, "tuned": time.strftime("%Y-%m-%d")}
+    _write_cache(path, cache)
+    return engine, modes, False
