@@ -136,6 +136,8 @@ def check_settings(cfg, action):
         cfg.integer("system.bench.images", 1)
         cfg.integer("system.bench.repeats", 1)
         cfg.boolean("system.bench.tflite")
+        cfg.boolean("system.bench.profile")
+        cfg.choice("system.bench.engine", ("auto", "xla", "native"))
     if action == "plot":
         _directory(cfg, "system.plot.path", True)
         cfg.integer("system.plot.batches", 1)

@@ -77,6 +77,32 @@ def test_a_gated_model_is_also_exported_as_its_sparse_path_that_runs_without_the
     np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, atol=1e-5)
 
 
+RUN_NATIVE_WITHOUT_THE_PACKAGE = """
+import sys
+sys.modules["mayo_lite"] = None  # importing mayo_lite fails here, whatever the path
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import native_runtime
+program = native_runtime.load(sys.argv[1])
+np.save(sys.argv[3], np.concatenate([program(image[None]) for image in np.load(sys.argv[2])]))
+"""
+
+
+def test_the_sparse_path_is_also_exported_for_the_native_runtime_that_runs_without_the_package(workdir, tmp_path):
+    assert main(["gate.yaml", "train", "export-model"]) == 0
+    images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    expected = session_outputs("gate.yaml", images, "latest")
+    np.save(tmp_path / "images.npy", images)
+    script = tmp_path / "native.py"
+    script.write_text(RUN_NATIVE_WITHOUT_THE_PACKAGE)
+    folder = workdir / "exported" / "small_gate_sparse_native"
+    assert sorted(path.name for path in folder.iterdir()) == ["native_runtime.py", "program.json", "program.npz"]
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    subprocess.run([sys.executable, "-P", str(script), str(folder), str(tmp_path / "images.npy"),
+                    str(tmp_path / "outputs.npy")], cwd="/", env=environment, check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, atol=1e-5)
+
+
 def test_an_export_path_that_is_a_file_is_a_config_error(workdir, capsys):
     Path("exported").write_text("not a directory")
     assert main(["small.yaml", "system.checkpoint.load=null", "export-model"]) == 2

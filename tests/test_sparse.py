@@ -186,20 +186,35 @@ def test_bench_times_every_way_to_run_a_gated_model_side_by_side(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     assert main(["models/gate/cifarnet_slim.yaml", "datasets/synthetic.yaml", "_gate.density=0.5",
                  "system.checkpoint.load=null", "system.bench.images=3", "system.bench.repeats=1",
-                 "system.info.plumbing=true", "bench"]) == 0
+                 "system.info.plumbing=true", "system.bench.profile=true", "bench"]) == 0
     out = capsys.readouterr().out
     assert "latency of one image of cifarnet_slim_gate, 3 validation images, median of 1 passes" in out
-    for label in ("dense model (Keras)", "dense, batch norm folded, XLA", "dense, TensorFlow Lite (XNNPACK)",
-                  "gated, every channel computed (Keras)", "gated, active channels only (sparse)",
-                  "static network of the gates' width"):
+    for label in ("dense model (Keras)", "dense, batch norm folded (XLA or native)",
+                  "dense, TensorFlow Lite (XNNPACK)", "gated, every channel computed (Keras)",
+                  "gated, active channels only (sparse)", "static network of the gates' width",
+                  "static network, TensorFlow Lite"):
         assert label in out
     record = yaml.safe_load((tmp_path / "bench.yaml").read_text())
-    for key in ("dense_ms", "dense_folded_ms", "gated_ms", "sparse_ms", "tflite_ms", "static_ms", "speedup",
-                "speedup_vs_folded"):
+    for key in ("dense_ms", "dense_folded_ms", "gated_ms", "sparse_ms", "tflite_ms", "static_ms",
+                "static_tflite_ms", "speedup", "speedup_vs_folded", "speedup_vs_tflite", "sparse_over_static"):
         assert record[key] > 0, key
     assert record["speedup"] == pytest.approx(record["dense_ms"] / record["sparse_ms"])
     assert record["speedup_vs_folded"] == pytest.approx(record["dense_folded_ms"] / record["sparse_ms"])
+    assert record["speedup_vs_tflite"] == pytest.approx(record["tflite_ms"] / record["sparse_ms"])
+    assert record["sparse_over_static"] == pytest.approx(record["sparse_ms"] / record["static_ms"])
+    assert record["engine"] in ("native", "xla")
     assert max(record["output_differences"].values()) < 1e-4
+    # The profile: a row per layer of the native program, the gated ones stage by stage, and a total.
+    profile = out.split("per-layer time on the native runtime")[1].splitlines()[1:]
+    assert profile[0].split() == ["layer", "mode", "gate", "patches", "gather", "multiply", "scale", "total",
+                                  "dense", "×dense"]
+    rows = {line.split()[0]: line.split() for line in profile[1:] if line.startswith("  ")}
+    for layer in ("conv0", "conv1", "conv7"):
+        cells = rows[layer]
+        assert cells[1] in ("gather", "every")
+        stages = [float(value) for value in cells[2:7]]
+        assert float(cells[7]) == pytest.approx(sum(stages), abs=0.002)
+    assert rows["all"][1] == "layers"
 
 
 def test_bench_on_a_model_without_gates_says_why_there_is_no_sparse_row(tmp_path, monkeypatch, capsys):

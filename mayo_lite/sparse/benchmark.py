@@ -3,12 +3,16 @@ and `benchmarks/sparse_latency.py` print.
 
 The variants, each optional but the first:
     dense_ms         the dense Keras model (every gated convolution a plain one), `model(image, training=False)`
-    dense_folded_ms  the same dense model as an `InferenceProgram`: batch norms folded, compiled by XLA
+    dense_folded_ms  the same dense model as an `InferenceProgram`: batch norms folded, on the faster of XLA and
+                     the native runtime (timed on this machine): the fastest dense path this project makes
     tflite_ms        the dense model under TensorFlow Lite (LiteRT) with its XNNPACK delegate
     gated_ms         the gated model in Keras (every channel computed, then masked)
-    sparse_ms        the gated model as a `SparseGatedModel` (only the active channels computed)
-    static_ms        a dense network whose gated layers have only as many channels as the gate keeps, folded and
-                     compiled: what a static pruning of the same width would cost, the ceiling of the sparse path
+    sparse_ms        the gated model as a `SparseGatedModel` (only the active channels computed), on the engine
+                     its tuning chose
+    static_ms        a dense network whose gated layers have only as many channels as the gate keeps, folded, on
+                     the sparse path's engine: what a static pruning of the same width costs there, the ceiling of
+                     the sparse path
+    static_tflite_ms the same static network under TensorFlow Lite
 """
 
 import logging
@@ -25,12 +29,13 @@ log = logging.getLogger("mayo_lite")
 
 LABELS = {
     "dense_ms": "dense model (Keras)",
-    "dense_folded_ms": "dense, batch norm folded, XLA",
+    "dense_folded_ms": "dense, batch norm folded (XLA or native)",
     "tflite_ms": "dense, TensorFlow Lite (XNNPACK)",
     "masked_ms": "pruned, masked kernels (Keras)",
     "gated_ms": "gated, every channel computed (Keras)",
     "sparse_ms": "gated, active channels only (sparse)",
     "static_ms": "static network of the gates' width",
+    "static_tflite_ms": "static network, TensorFlow Lite",
 }
 
 
@@ -95,23 +100,39 @@ def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tfli
             log.warning("bench: no TensorFlow Lite row (%s: %s)", type(error).__name__, str(error).splitlines()[0])
     if masked is not None:
         runners["masked_ms"] = keras_runner(masked)
+    engine = "auto"
     if gated is not None:
         runners["gated_ms"] = keras_runner(gated)
         runners["sparse_ms"] = sparse or SparseGatedModel(gated)
+        engine = runners["sparse_ms"].tune(images[:5])
         checks["sparse vs Keras gated"] = ("sparse_ms", "gated_ms")
     if static is not None:
-        runners["static_ms"] = InferenceProgram(static)
+        runners["static_ms"] = InferenceProgram(static, engine=engine)
+        if tflite:
+            try:
+                runners["static_tflite_ms"] = tflite_runner(static)
+            except Exception as error:  # as for the dense model: the other rows still stand
+                log.warning("bench: no static TensorFlow Lite row (%s: %s)", type(error).__name__,
+                            str(error).splitlines()[0])
     differences = {name: _largest_difference(runners[a], runners[b], images[:5]) for name, (a, b) in checks.items()}
     seconds = compare_latency(runners, images, repeats)
     return {key: value * 1000 for key, value in seconds.items()}, differences
 
 
 def speedups(milliseconds):
-    """`speedup` (dense Keras / sparse) and `speedup_vs_folded` (folded dense / sparse), when there is a sparse row."""
+    """When there is a sparse row: `speedup` (dense Keras / sparse), `speedup_vs_folded` (folded dense / sparse),
+    `speedup_vs_tflite` (dense TensorFlow Lite / sparse) and `sparse_over_static` (sparse / static network of the
+    same width on the same engine), those whose rows were measured."""
     if "sparse_ms" not in milliseconds:
         return {}
-    return {"speedup": milliseconds["dense_ms"] / milliseconds["sparse_ms"],
-            "speedup_vs_folded": milliseconds["dense_folded_ms"] / milliseconds["sparse_ms"]}
+    sparse = milliseconds["sparse_ms"]
+    ratios = {"speedup": milliseconds["dense_ms"] / sparse,
+              "speedup_vs_folded": milliseconds["dense_folded_ms"] / sparse}
+    if "tflite_ms" in milliseconds:
+        ratios["speedup_vs_tflite"] = milliseconds["tflite_ms"] / sparse
+    if "static_ms" in milliseconds:
+        ratios["sparse_over_static"] = sparse / milliseconds["static_ms"]
+    return ratios
 
 
 def table(milliseconds):

@@ -237,19 +237,32 @@ class Convolution:
             _gather_kernel(self.kernel, present, kept, gathered)
         return gathered
 
-    def __call__(self, feature):
+    def __call__(self, feature, clock=None):
+        """The layer's output feature. `clock`, when given, is called after each stage with its name (`gate`,
+        `patches`, `gather`, `multiply`, `scale`): how a profiler times them."""
         if self.gated:
             kept, scale, offset = self.select(feature)
             if self.count == self.filters:
                 kept = None
         else:
             kept, scale, offset = None, self.ones, self.bias
+        if clock:
+            clock("gate")
         patches, out_height, out_width = self.patches(feature.values)
-        if self.gated and self.mode == "every" and kept is not None:
-            outputs = np.ascontiguousarray((patches @ self.weights(feature.channels, None))[:, kept])
-        else:
-            outputs = patches @ self.weights(feature.channels, kept)
+        if clock:
+            clock("patches")
+        every = self.gated and self.mode == "every" and kept is not None
+        weights = self.weights(feature.channels, None if every else kept)
+        if clock:
+            clock("gather")
+        outputs = patches @ weights
+        if every:
+            outputs = np.ascontiguousarray(outputs[:, kept])
+        if clock:
+            clock("multiply")
         _scale_offset(outputs, scale, offset, self.relu)
+        if clock:
+            clock("scale")
         return Feature(outputs.reshape(out_height, out_width, -1), kept, self.filters)
 
 

@@ -2,7 +2,9 @@
 side by side in one process (`mayo_lite.sparse.benchmark` says what each row is).
 
 For a gated model: its dense counterpart in Keras, folded and compiled, and under TensorFlow Lite; the gated model
-in Keras and run sparsely (whose outputs are checked against Keras'); and the static network of the gates' width.
+in Keras and run sparsely (whose outputs are checked against Keras'), on the engine timed fastest on this machine;
+and the static network of the gates' width, on the same engine and under TensorFlow Lite. With
+`system.bench.profile=true` also each layer's time on the native runtime, stage by stage, beside the dense layer's.
 For a pruned model: the masked model in Keras against its masks folded into a plain model, compiled and under
 TensorFlow Lite (masks alone save no time: Keras convolutions are dense). For a plain model: Keras, compiled, and
 TensorFlow Lite, with no sparse row, since nothing is gated. A loaded checkpoint is used when there is one; random
@@ -21,8 +23,10 @@ from mayo_lite.files import write_atomically
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model, static_width, without_gates
 from mayo_lite.session.actions.export_model import copy_folded
-from mayo_lite.sparse import SparseGatedModel, UnsupportedModel
+from mayo_lite.sparse import InferenceProgram, SparseGatedModel, UnsupportedModel
 from mayo_lite.sparse.benchmark import measure, speedups, table
+from mayo_lite.sparse.profile import profile
+from mayo_lite.sparse.profile import table as profile_table
 
 log = logging.getLogger("mayo_lite")
 
@@ -51,7 +55,7 @@ def _variants(cfg, session):
     model, shape = session.model_spec, session.input_shape()
     if list(gated_layers(session.model)):
         try:
-            sparse = SparseGatedModel(session.model)
+            sparse = SparseGatedModel(session.model, engine=cfg.get("system.bench.engine"))
         except UnsupportedModel as error:
             raise ConfigError(f"bench: model {session.model.name} cannot run sparsely: {error}") from None
         dense = build_model(without_gates(model), shape, origin=cfg.origin)
@@ -78,21 +82,49 @@ def bench(runner):
     print("\n".join(table(milliseconds)))
     for name, difference in differences.items():
         print(f"  {name}: outputs differ by at most {difference:.2g}")
+    sparse = variants.get("sparse")
     if ratios:
-        print(f"sparse execution: {ratios['speedup']:.2f}× faster than dense Keras, "
-              f"{ratios['speedup_vs_folded']:.2f}× faster than the folded dense path")
+        print(f"sparse execution ({_engine_line(sparse)}): {ratios['speedup']:.2f}× dense Keras, "
+              f"{ratios['speedup_vs_folded']:.2f}× the folded dense path"
+              + (f", {ratios['speedup_vs_tflite']:.2f}× TensorFlow Lite's dense model"
+                 if "speedup_vs_tflite" in ratios else "")
+              + (f"; {ratios['sparse_over_static']:.2f}× the time of the static network of the same width"
+                 if "sparse_over_static" in ratios else ""))
+        if cfg.boolean("system.bench.profile"):
+            _print_profile(sparse, variants["dense"], images[0])
     else:
         print(f"no sparse row: {session.model.name} has no gated (FBS) convolutions, so no channel is skipped; "
               f"a gated variant (configs/models/gate/) runs sparsely")
     if cfg.get("system.info.plumbing", False):
-        keys = ("dense_ms", "dense_folded_ms", "tflite_ms", "masked_ms", "gated_ms", "sparse_ms", "static_ms")
+        keys = ("dense_ms", "dense_folded_ms", "tflite_ms", "masked_ms", "gated_ms", "sparse_ms", "static_ms",
+                "static_tflite_ms")
         record = {key: milliseconds.get(key) for key in keys} | {
-            "speedup": ratios.get("speedup"), "speedup_vs_folded": ratios.get("speedup_vs_folded"),
+            key: ratios.get(key) for key in ("speedup", "speedup_vs_folded", "speedup_vs_tflite",
+                                             "sparse_over_static")} | {
+            "engine": sparse.engine if sparse is not None else None,
+            "modes": dict(sparse.modes) if sparse is not None else None,
             "model": session.model.name, "kind": kind, "images": source, "repeats": repeats,
             "threads": os.cpu_count(), "output_differences": differences}
         write_atomically("bench.yaml", yaml.safe_dump(record, sort_keys=False))
         log.info("wrote bench.yaml")
     return milliseconds
+
+
+def _engine_line(sparse):
+    engine = {"native": "native runtime", "xla": "TensorFlow, XLA"}[sparse.engine]
+    if sparse.native is None:
+        return f"{engine}; the native runtime cannot run this model"
+    return f"{engine}, timed fastest on this machine" + (" (tuning cache)" if sparse.from_cache else "")
+
+
+def _print_profile(sparse, dense_model, image):
+    if sparse.native is None:
+        print("no per-layer profile: it times the native runtime, which cannot run this model")
+        return
+    dense = InferenceProgram(dense_model, engine="native")
+    print("per-layer time on the native runtime, ms per image (median of 20), gated layers stage by stage, "
+          "beside the dense model's layer:")
+    print("\n".join(profile_table(profile(sparse.native, dense.native, image))))
 
 
 def check_bench(cfg):

@@ -10,6 +10,8 @@ active channels of one image at a time.
 """
 
 import logging
+import shutil
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -22,7 +24,7 @@ from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
 from mayo_lite.net.folding import fold_batch_norms, with_keras_layers
 from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size
-from mayo_lite.sparse import SparseGatedModel, UnsupportedModel
+from mayo_lite.sparse import SparseGatedModel, UnsupportedModel, native_runtime
 
 log = logging.getLogger("mayo_lite")
 
@@ -46,6 +48,13 @@ def export_sparse(program, path):
     """Writes an `InferenceProgram` as a SavedModel whose `serving_default` signature runs it (XLA-compiled when
     the program is): TensorFlow alone loads and serves it, without mayo-lite."""
     tf.saved_model.save(program, str(path), signatures={"serving_default": program.run.get_concrete_function()})
+
+
+def export_native(program, path):
+    """Writes an `InferenceProgram`'s native program under `path`: its operations and arrays, and the runtime
+    module itself (NumPy and Numba only), so it runs without mayo-lite: `native_runtime.load(path)(image)`."""
+    program.native.save(path)
+    shutil.copyfile(native_runtime.__file__, Path(path) / "native_runtime.py")
 
 
 def _check_images(session, count):
@@ -132,4 +141,15 @@ def export_model(runner):
         export_sparse(sparse, sparse_model)
         print(f"wrote the sparse execution path as the SavedModel {sparse_model}/ (one image at a time: "
               f"signature serving_default, input `image` of shape {(1, *sparse.input_shape)})", flush=True)
+    if sparse is not None and sparse.native is not None:
+        native = directory / f"{plain.name}_sparse_native"
+        partial = directory / f".{native.name}.partial"
+        remove(partial)
+        export_native(sparse, partial)
+        found = np.concatenate([native_runtime.load(partial)(image[None]) for image in checks])
+        remove(native)
+        partial.rename(native)
+        print(f"wrote it for the native runtime as {native}/ (NumPy and Numba, without mayo-lite: "
+              f"`native_runtime.load(path)(image)` with native_runtime.py from that folder); max |Δ| vs Keras "
+              f"{float(np.max(np.abs(found - expected))):.2e}", flush=True)
     return written
