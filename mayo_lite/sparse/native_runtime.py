@@ -28,19 +28,14 @@ CONVOLUTION, DENSE, MEAN, MAX_POOL, RELU, IDENTITY, RESHAPE, ADD, FLATTEN, SOFTM
 
 
 @njit(cache=True, nogil=True)
-def _gate(values, present, kernel, bias, relu, count, conv_bias, beta, beta_first):
-    """The gate of one image: gamma from the spatial mean of the present input channels (`values`, positions ×
-    present channels; `present` their indices in the full map), then the `count` channels kept, and per kept channel
-    the scale and offset that turn its convolution into the layer's output before the activation:
-    `conv·scale + offset`. A channel tied with the (count+1)-th largest gamma gets scale and offset 0 (off)."""
-    positions, width = values.shape
-    pooled = np.zeros(width, np.float32)
-    for p in range(positions):
-        for c in range(width):
-            pooled[c] += values[p, c]
+def _gate(means, present, kernel, bias, relu, count, conv_bias, beta, beta_first):
+    """The gate of one image: gamma from the spatial means of the present input channels (`present`: their indices
+    in the full map), then the `count` channels kept, and per kept channel the scale and offset that turn its
+    convolution into the layer's output before the activation: `conv·scale + offset`. A channel tied with the
+    (count+1)-th largest gamma gets scale and offset 0 (off)."""
     gamma = bias.copy()
-    for c in range(width):
-        mean = pooled[c] / positions
+    for c in range(means.shape[0]):
+        mean = means[c]
         row = kernel[present[c]]
         for o in range(gamma.shape[0]):
             gamma[o] += mean * row[o]
@@ -122,14 +117,32 @@ def _patches(values, patches, kernel_height, kernel_width, stride_y, stride_x, t
 
 
 @njit(cache=True, nogil=True)
-def _scale_offset(outputs, scale, offset, relu):
-    """In place: `act(outputs·scale + offset)` per column (output channel)."""
+def _scale_offset(outputs, scale, offset, relu, means):
+    """In place: `act(outputs·scale + offset)` per column (output channel); `means` receives each column's mean
+    (what the next gate pools, taken while the values are in cache)."""
     positions, channels = outputs.shape
+    means[:] = 0.0
     for p in range(positions):
         row = outputs[p]
         for c in range(channels):
             value = row[c] * scale[c] + offset[c]
-            row[c] = value if (value > 0.0 or not relu) else 0.0
+            value = value if (value > 0.0 or not relu) else 0.0
+            row[c] = value
+            means[c] += value
+    for c in range(channels):
+        means[c] /= positions
+
+
+@njit(cache=True, nogil=True)
+def _column_means(values):
+    positions, channels = values.shape
+    means = np.zeros(channels, np.float32)
+    for p in range(positions):
+        for c in range(channels):
+            means[c] += values[p, c]
+    for c in range(channels):
+        means[c] /= positions
+    return means
 
 
 @njit(cache=True, nogil=True)
@@ -165,10 +178,11 @@ class Feature:
     — and, when they are compact, the indices of their channels in the full map (`channels`, None: every channel);
     absent channels are zero."""
 
-    __slots__ = ("values", "channels", "width")
+    __slots__ = ("values", "channels", "width", "means")
 
-    def __init__(self, values, channels, width):
+    def __init__(self, values, channels, width, means=None):
         self.values, self.channels, self.width = values, channels, width
+        self.means = means  # each channel's spatial mean, when the layer that made it had it at hand
 
     def full(self):
         if self.channels is None:
@@ -220,10 +234,12 @@ class Convolution:
 
     def select(self, feature):
         """(kept output channels, scale, offset) for this image."""
-        values = feature.values
+        means = feature.means
+        if means is None:
+            means = _column_means(feature.values.reshape(-1, feature.values.shape[-1]))
         present = self.everything_in if feature.channels is None else feature.channels
-        return _gate(values.reshape(-1, values.shape[-1]), present, self.gate_kernel, self.gate_bias,
-                     self.gate_relu, self.count, self.bias, self.beta, self.beta_first)
+        return _gate(means, present, self.gate_kernel, self.gate_bias, self.gate_relu, self.count, self.bias,
+                     self.beta, self.beta_first)
 
     def weights(self, present, kept):
         """The kernel as BLAS multiplies it: (taps × present inputs, kept outputs)."""
@@ -260,10 +276,11 @@ class Convolution:
             outputs = np.ascontiguousarray(outputs[:, kept])
         if clock:
             clock("multiply")
-        _scale_offset(outputs, scale, offset, self.relu)
+        means = np.empty(outputs.shape[1], np.float32)
+        _scale_offset(outputs, scale, offset, self.relu, means)
         if clock:
             clock("scale")
-        return Feature(outputs.reshape(out_height, out_width, -1), kept, self.filters)
+        return Feature(outputs.reshape(out_height, out_width, -1), kept, self.filters, means)
 
 
 class Dense:
@@ -308,9 +325,9 @@ class Simple:
             values = first.values.reshape(-1, first.values.shape[-1]).mean(axis=0, dtype=np.float32)
             return Feature(values.reshape(1, 1, -1) if self.spec["keepdims"] else values, first.channels,
                            first.width)
-        if kind == RESHAPE:  # spatial axes only: the channels stay last
+        if kind == RESHAPE:  # spatial axes only: the channels (and their means) stay
             return Feature(first.values.reshape(*self.spec["spatial"], first.values.shape[-1]), first.channels,
-                           first.width)
+                           first.width, first.means)
         if kind == MAX_POOL:
             return self._max_pool(first)
         if kind == ADD:
