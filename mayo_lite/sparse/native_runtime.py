@@ -45,9 +45,23 @@ def _gate(means, present, kernel, bias, relu, count, conv_bias, beta, beta_first
                 gamma[o] = 0.0
     channels = gamma.shape[0]
     if count < channels:
-        order = np.argsort(-gamma, kind="mergesort")
-        kept = np.sort(order[:count])
-        threshold = gamma[order[count]]
+        # The (count+1)-th largest gamma by selection, not a sort; the channels above it are on, and as many tied
+        # with it as make up `count` are kept switched off, as the Keras layer does.
+        threshold = -np.partition(-gamma, count)[count]
+        kept = np.empty(count, np.int64)
+        above = 0
+        for o in range(channels):
+            if gamma[o] > threshold:
+                kept[above] = o
+                above += 1
+        ties = above
+        for o in range(channels):
+            if ties == count:
+                break
+            if gamma[o] == threshold:
+                kept[ties] = o
+                ties += 1
+        kept = np.sort(kept)
     else:
         kept = np.arange(channels)
         threshold = -np.inf
@@ -92,6 +106,10 @@ def _patches(values, patches, kernel_height, kernel_width, stride_y, stride_x, t
     """Image patches (`im2col`): row `y·out_width + x` holds the input window of output position (y, x), tap by tap
     (each tap the input's channels, contiguous), zero outside the image."""
     height, width, channels = values.shape
+    if channels == 1:  # a grey image: a tap is one value, so copy along the row instead
+        _patches_of_one_channel(values, patches, kernel_height, kernel_width, stride_y, stride_x, top, left,
+                                out_height, out_width)
+        return
     for y in range(out_height):
         for dy in range(kernel_height):
             source_y = y * stride_y + dy - top
@@ -114,6 +132,22 @@ def _patches(values, patches, kernel_height, kernel_width, stride_y, stride_x, t
                     target = patches[y * out_width + x]
                     for c in range(channels):
                         target[column + c] = source[c]
+
+
+@njit(cache=True, nogil=True)
+def _patches_of_one_channel(values, patches, kernel_height, kernel_width, stride_y, stride_x, top, left,
+                            out_height, out_width):
+    height, width = values.shape[0], values.shape[1]
+    for y in range(out_height):
+        for x in range(out_width):
+            target = patches[y * out_width + x]
+            for dy in range(kernel_height):
+                source_y = y * stride_y + dy - top
+                inside_y = 0 <= source_y < height
+                for dx in range(kernel_width):
+                    source_x = x * stride_x + dx - left
+                    inside = inside_y and 0 <= source_x < width
+                    target[dy * kernel_width + dx] = values[source_y, source_x, 0] if inside else 0.0
 
 
 @njit(cache=True, nogil=True)
