@@ -1,7 +1,8 @@
 """Latency of one image through several ways of running a model, measured side by side so that ratios are fair.
 
-Every variant runs on the same images, in passes that alternate between the variants (the order rotating), so a
-slower moment of a shared machine falls on all of them alike; within a pass one variant runs image after image, as
+Every variant runs on the same images, in passes that alternate between the variants (the order rotating, a short
+pause before each pass so that no runtime's idle threads still spin), so a slower moment of a shared machine falls
+on all of them alike; within a pass one variant runs image after image, as
 a deployed model would, with its weights warm in the caches. The figure reported is the median of the single-image
 times, which a few interrupted calls do not move.
 """
@@ -11,6 +12,11 @@ import time
 
 import numpy as np
 import tensorflow as tf
+
+# A pause before each variant's pass: the worker threads a runtime leaves behind keep spinning for a while after
+# its last call (OpenBLAS's for about 0.1 s), and would take a core from the next variant. Measured here: TFLite's
+# dense M-CifarNet 1.57 ms alone, 1.77 ms right after the native runtime's pass, 1.55 ms with this pause.
+SETTLE_SECONDS = 0.3
 
 
 def keras_runner(model):
@@ -35,6 +41,7 @@ def compare_latency(runners, images, repeats=5, warmup=3):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
             run = runners[name]
+            time.sleep(SETTLE_SECONDS)
             for image in images:
                 start = time.perf_counter()
                 np.asarray(run(image))

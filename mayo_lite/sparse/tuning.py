@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mayo_lite.sparse import native_runtime
+from mayo_lite.sparse.latency import compare_latency
 
 log = logging.getLogger("mayo_lite")
 
@@ -122,7 +123,7 @@ def apply_modes(native, modes):
             operation.mode = spec["mode"] = modes[operation.name]
 
 
-def choose(program, native, images, repeats=7):
+def choose(program, native, images, repeats=3):
     """The engine (`xla` or `native`) and the native modes for `program`, from the cache or measured on `images`."""
     path = cache_path()
     key = program_key(native, program.input_shape)
@@ -134,16 +135,8 @@ def choose(program, native, images, repeats=7):
         return entry["engine"], entry["modes"], True
     modes = tune_modes(native, images[0])
     apply_modes(native, modes)
-    runners = {"native": native, "xla": program.compiled}
-    for run in runners.values():  # compile and warm
-        for image in images[:2]:
-            np.asarray(run(image))
-    samples = {name: [] for name in runners}
-    for repeat in range(repeats):
-        for name, run in (runners.items() if repeat % 2 == 0 else reversed(runners.items())):
-            for image in images:
-                samples[name].append(_median_seconds(run, image, 1))
-    times = {name: statistics.median(values) for name, values in samples.items()}
+    seconds = compare_latency({"native": native, "xla": program.compiled}, images, repeats, warmup=2)
+    times = dict(sorted(seconds.items()))
     engine = min(times, key=times.get)
     cache[key] = {"engine": engine, "modes": modes, "ms": {name: round(value * 1000, 4) for name, value in
                                                              times.items()}, "tuned": time.strftime("%Y-%m-%d")}
