@@ -14,8 +14,10 @@ from mayo_lite.sparse.folding import (Step, UnsupportedModel, as_array, constant
 # every channel when gathering would cost more.
 SMALL_MAP = 100
 
-# What gathering one kernel weight costs, in multiply-adds of a convolution (measured on an AVX-512 CPU under XLA:
-# the break-even of ResNet-18's and M-CifarNet's small layers); GatedStep gathers when it saves more than this.
+# What gathering one kernel weight costs, in multiply-adds of a convolution, for a program's first guess (the
+# break-even of ResNet-18's and M-CifarNet's small layers on one AVX-512 CPU under XLA); GatedStep gathers when it
+# saves more than this. Tuning (`tuning.py`) times this guess against gathering everywhere and against computing
+# every channel of every small map, on the machine that runs the program, and keeps the fastest.
 GATHER_COST = 55
 
 # Above this many channels a sort (top_k) beats comparing every pair of channels.
@@ -62,6 +64,7 @@ class GatedStep(Step):
         if layer.policy != "parametric" and beta is not None:  # an ordinary batch-norm offset
             bias, beta = bias + beta, None
         self.count = active_count(layer.filters, layer.density)
+        self.gather_cost = GATHER_COST
         self.selects = layer.enable and self.count < layer.filters
         self.positions = layer.output.shape[1] * layer.output.shape[2]
         # Output channel first when they are gathered, so that each one is a contiguous block; as Conv2D keeps
@@ -152,7 +155,7 @@ class GatedStep(Step):
             return True
         saved = self.positions * (inputs * outputs - present * self.count)
         gathered = present * (outputs + self.count) if feature.compact else inputs * self.count
-        return saved > GATHER_COST * gathered
+        return saved > self.gather_cost * gathered
 
     def _every_channel(self, feature, gamma, pooled, pooled_fill):
         """The layer computed for every output channel, those the gate switches off then zeroed."""

@@ -14,7 +14,7 @@ from mayo_lite.sparse import native_runtime as runtime
 from mayo_lite.sparse.folding import UnsupportedModel
 from mayo_lite.sparse.gated_step import GatedStep
 from mayo_lite.sparse.steps import (ActivationStep, AddStep, ChannelwiseStep, ConvolutionStep, DenseStep,
-                                    LayerStep)
+                                    LayerStep, ZeroPaddingStep)
 
 ACTIVATIONS = {"relu": "relu", "linear": "linear"}
 
@@ -115,9 +115,17 @@ def _other(step):
     raise UnsupportedModel(f"layer {step.layer_name}: the native runtime has no {type(step.layer).__name__}")
 
 
+def _padding(step):
+    layer = step.layer
+    if layer.data_format != "channels_last":
+        raise UnsupportedModel(f"layer {step.layer_name}: padding of a channels-first map")
+    return {"kind": runtime.PAD, "padding": [list(pair) for pair in layer.padding]}, {}
+
+
 # Exact step classes (subclasses such as ZeroPaddingStep are not the same operation).
 WRITERS = {GatedStep: _gated, ConvolutionStep: _convolution, DenseStep: _dense, ActivationStep: _activation_layer,
-           ChannelwiseStep: _channelwise, AddStep: lambda step: ({"kind": runtime.ADD}, {}), LayerStep: _other}
+           ChannelwiseStep: _channelwise, AddStep: lambda step: ({"kind": runtime.ADD}, {}), LayerStep: _other,
+           ZeroPaddingStep: _padding}
 
 
 def native_program(program):

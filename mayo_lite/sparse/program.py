@@ -139,6 +139,22 @@ class InferenceProgram(tf.Module):
             features[output] = step([features[tensor] for tensor in inputs])
         return materialize(features[self._output_id])
 
+    def small_maps(self):
+        """Whether some gated layer may compute every channel instead of gathering (a small map)."""
+        return any(getattr(step, "whole_kernel", None) is not None for step in self.steps)
+
+    def with_gather_cost(self, cost):
+        """Traces the TensorFlow program again with `cost` as every gated layer's gather cost (see
+        `gated_step.GATHER_COST`), makes it the one `run` and `compiled` use, and returns its concrete function."""
+        for step in self.steps:
+            if hasattr(step, "gather_cost"):
+                step.gather_cost = cost
+        signature = tf.TensorSpec((1, *self.input_shape), tf.float32, name="image")
+        self.run = tf.function(self._run, input_signature=[signature], jit_compile=self.jit_compile,
+                               autograph=False)
+        self._concrete = self.run.get_concrete_function()
+        return self._concrete
+
     def tune(self, images=None):
         """Chooses the engine and the native modes (from the cache, or by timing on `images`, random ones by
         default); the first call does it when it was not done."""

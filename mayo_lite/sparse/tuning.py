@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mayo_lite.sparse import native_runtime
+from mayo_lite.sparse import gated_step, native_runtime
 from mayo_lite.sparse.latency import compare_latency
 
 log = logging.getLogger("mayo_lite")
@@ -123,22 +123,44 @@ def apply_modes(native, modes):
             operation.mode = spec["mode"] = modes[operation.name]
 
 
+# The gather costs tried for the TensorFlow program when it has small maps: the first guess, gathering everywhere,
+# and computing every channel wherever the map is small.
+GATHER_COSTS = (None, 0.0, float("inf"))
+
+
 def choose(program, native, images, repeats=3):
-    """The engine (`xla` or `native`) and the native modes for `program`, from the cache or measured on `images`."""
+    """The engine (`xla` or `native`) and the native modes for `program`, from the cache or measured on `images`;
+    the TensorFlow program is left traced with its fastest gather cost."""
     path = cache_path()
     key = program_key(native, program.input_shape)
     cache = _read_cache(path)
     entry = cache.get(key)
     if isinstance(entry, dict) and entry.get("engine") in ("xla", "native") and isinstance(
-            entry.get("modes"), dict) and all(mode in MODES for mode in entry["modes"].values()):
+            entry.get("modes"), dict) and all(mode in MODES for mode in entry["modes"].values()) and isinstance(
+            entry.get("gather_cost", 0.0), (int, float)):
         apply_modes(native, entry["modes"])
+        if "gather_cost" in entry:
+            program.with_gather_cost(float(entry["gather_cost"]))
         return entry["engine"], entry["modes"], True
     modes = tune_modes(native, images[0])
     apply_modes(native, modes)
-    seconds = compare_latency({"native": native, "xla": program.compiled}, images, repeats, warmup=2)
-    times = dict(sorted(seconds.items()))
+    runners = {"native": native}
+    costs = GATHER_COSTS if program.small_maps() else (None,)
+    for cost in costs:
+        cost = _first_guess(program) if cost is None else cost
+        runners[f"xla:{cost}"] = program.with_gather_cost(cost)
+    seconds = compare_latency(runners, images, repeats, warmup=2)
+    best_xla = min((name for name in seconds if name != "native"), key=seconds.get)
+    gather_cost = float(best_xla.split(":", 1)[1])
+    program.with_gather_cost(gather_cost)
+    times = {"native": seconds["native"], "xla": seconds[best_xla]}
     engine = min(times, key=times.get)
-    cache[key] = {"engine": engine, "modes": modes, "ms": {name: round(value * 1000, 4) for name, value in
-                                                             times.items()}, "tuned": time.strftime("%Y-%m-%d")}
+    cache[key] = {"engine": engine, "modes": modes, "gather_cost": gather_cost,
+                  "ms": {name: round(value * 1000, 4) for name, value in seconds.items()},
+                  "tuned": time.strftime("%Y-%m-%d")}
     _write_cache(path, cache)
     return engine, modes, False
+
+
+def _first_guess(program):
+    return float(gated_step.GATHER_COST)
