@@ -3,7 +3,9 @@ TensorFlow Lite, for several densities: the figures of docs/performance.md.
 
 For each model, one process builds the dense model and, per density, the gated model and the static network of
 the gates' width (random weights with trained-looking batch-norm statistics: the work does not depend on the
-values), checks the sparse outputs against Keras, and times every variant side by side (mayo_lite.sparse.benchmark).
+values), checks the sparse outputs against Keras, and times every variant side by side (mayo_lite.sparse.benchmark):
+the sparse path on the engine its tuning chose (printed), the static network on the same engine and under
+TensorFlow Lite.
 
     .venv/bin/python benchmarks/sparse_latency.py [--models cifarnet vgg16 resnet18 mobilenet]
         [--densities 1.0 0.75 0.5 0.3] [--images 20] [--repeats 5] [--size 224]
@@ -25,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from mayo_lite.config import Config  # noqa: E402
 from mayo_lite.net import build_model, static_width, without_gates  # noqa: E402
+from mayo_lite.sparse import SparseGatedModel  # noqa: E402
 from mayo_lite.sparse.benchmark import measure, speedups, tflite_runner  # noqa: E402
 
 CLASSES = {"cifarnet": 10, "cifarnet_slim": 10, "lenet5": 10}
@@ -67,7 +70,8 @@ def main():
           f"batch 1, median over {args.repeats} passes of {args.images} random images")
     print(f"$ {' '.join([Path(sys.executable).name, *sys.argv])}")
     header = (f"{'model':<10} {'density':>7} {'dense':>9} {'folded':>9} {'tflite':>9} {'gated':>9} {'sparse':>9} "
-              f"{'static':>9} {'×dense':>7} {'×folded':>8} {'×tflite':>8}  max |sparse − gated|")
+              f"{'static':>9} {'st.tfl':>9} {'×dense':>7} {'×folded':>8} {'×tflite':>8} {'sp/st':>6} {'engine':>7}"
+              f"  max |sparse − gated|")
     print(header)
     for name in args.models:
         shape = (32, 32, 3) if name in CLASSES else (args.size, args.size, 3)
@@ -80,14 +84,17 @@ def main():
             gated = trained_looking(build_model(section, shape))
             narrow = static_width(section) if density < 1 else None
             static = trained_looking(build_model(narrow, shape)) if narrow is not None else None
+            sparse = SparseGatedModel(gated)
             ms, differences = measure(dense, images, args.repeats, gated=gated, static=static,
-                                      tflite=converted or False)
+                                      tflite=converted or False, sparse=sparse)
             ratios = speedups(ms)
             cells = " ".join(f"{ms[key]:9.2f}" if key in ms else f"{'-':>9}" for key in (
-                "dense_ms", "dense_folded_ms", "tflite_ms", "gated_ms", "sparse_ms", "static_ms"))
-            versus_tflite = f"{ms['tflite_ms'] / ms['sparse_ms']:8.2f}" if "tflite_ms" in ms else f"{'-':>8}"
+                "dense_ms", "dense_folded_ms", "tflite_ms", "gated_ms", "sparse_ms", "static_ms", "static_tflite_ms"))
+            versus_tflite = f"{ratios['speedup_vs_tflite']:8.2f}" if "speedup_vs_tflite" in ratios else f"{'-':>8}"
+            over_static = f"{ratios['sparse_over_static']:6.2f}" if "sparse_over_static" in ratios else f"{'-':>6}"
             print(f"{name:<10} {density:7.2f} {cells} {ratios['speedup']:7.2f} {ratios['speedup_vs_folded']:8.2f} "
-                  f"{versus_tflite}  {differences['sparse vs Keras gated']:.1g}", flush=True)
+                  f"{versus_tflite} {over_static} {sparse.engine:>7}  {differences['sparse vs Keras gated']:.1g}",
+                  flush=True)
 
 
 if __name__ == "__main__":

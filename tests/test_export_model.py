@@ -96,7 +96,8 @@ def test_the_sparse_path_is_also_exported_for_the_native_runtime_that_runs_witho
     script = tmp_path / "native.py"
     script.write_text(RUN_NATIVE_WITHOUT_THE_PACKAGE)
     folder = workdir / "exported" / "small_gate_sparse_native"
-    assert sorted(path.name for path in folder.iterdir()) == ["native_runtime.py", "program.json", "program.npz"]
+    assert sorted(path.name for path in folder.iterdir()) == ["native_kernels.py", "native_runtime.py", "program.json",
+                                                                   "program.npz"]
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     subprocess.run([sys.executable, "-P", str(script), str(folder), str(tmp_path / "images.npy"),
                     str(tmp_path / "outputs.npy")], cwd="/", env=environment, check=True)

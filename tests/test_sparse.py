@@ -109,7 +109,7 @@ def test_moving_thresholds_give_the_keras_outputs(path, shape, threshold):
 ])
 def test_other_gate_settings_give_the_keras_outputs(gate):
     model = gated_model("models/gate/cifarnet_slim.yaml", (28, 28, 1), 0.5, **gate)
-    assert_same_outputs(model, SparseGatedModel(model), (28, 28, 1))
+    assert_same_outputs(model, SparseGatedModel(model, engine="xla"), (28, 28, 1))
     try:
         native = SparseGatedModel(model, engine="native")
     except UnsupportedModel as error:  # said per layer; the auto engine stays on TensorFlow
@@ -146,9 +146,14 @@ def test_a_functional_model_with_a_branch_and_a_constant_fill():
 def test_a_dense_model_runs_folded_and_compiled():
     model = build_model(_dense("models/resnet18.yaml"), (64, 64, 3))
     randomize_statistics(model)
-    program = InferenceProgram(model)
+    program = InferenceProgram(model, engine="xla")
     assert not any(type(step).__name__ == "BatchNormStep" for step in program.steps)  # all folded
     assert_same_outputs(model, program, (64, 64, 3))
+    native = InferenceProgram(model, engine="native")
+    # Each ReLU layer after a folded convolution is that convolution's activation in the native program.
+    kinds = [spec["kind"] for spec in native.native.specs]
+    assert "relu" not in kinds[:4] and kinds.count("identity") >= 4
+    assert_same_outputs(model, native, (64, 64, 3))
 
 
 def _dense(path):
@@ -250,4 +255,4 @@ def test_small_layers_give_the_keras_outputs_gathered_or_whole(path, shape, thre
     from mayo_lite.sparse import gated_step
     monkeypatch.setattr(gated_step, "GATHER_COST", gather_cost)
     model = gated_model(path, shape, 0.5, threshold)
-    assert_same_outputs(model, SparseGatedModel(model), shape)
+    assert_same_outputs(model, SparseGatedModel(model, engine="xla"), shape)

@@ -54,7 +54,8 @@ def _gated(step):
         kernel = np.transpose(kernel, (1, 2, 3, 0))
     filters = kernel.shape[-1]
     (gate_kernel, gate_bias), = step.predictors["gate"]
-    arrays = {"kernel": _runtime_kernel(kernel), "bias": _array(step.bias), "gate_kernel": _array(gate_kernel), "gate_bias": _array(gate_bias)}
+    arrays = {"kernel": _runtime_kernel(kernel), "bias": _array(step.bias), "gate_kernel": _array(gate_kernel),
+              "gate_bias": _array(gate_bias)}
     if step.beta is not None:
         arrays["beta"] = _array(step.beta)
     activation = _activation(step, layer.activation)
@@ -144,4 +145,22 @@ def native_program(program):
         slots[output] = index + 1
     if slots.get(program._output_id) != len(operations):
         raise UnsupportedModel("the model's output is not its last layer's")
+    _fuse_activations(operations)
     return runtime.Program(operations, arrays, program.input_shape)
+
+
+def _fuse_activations(operations):
+    """A ReLU layer that alone reads a linear convolution or dense layer becomes that layer's activation (applied in
+    the same pass as its bias), and an identity: what Keras writes as Conv2D, BatchNormalization, Activation."""
+    readers = {}
+    for spec in operations:
+        for slot in spec["inputs"]:
+            readers[slot] = readers.get(slot, 0) + 1
+    for spec in operations:
+        if spec["kind"] != runtime.RELU or len(spec["inputs"]) != 1:
+            continue
+        (slot,) = spec["inputs"]
+        source = operations[slot - 1] if slot > 0 else None
+        if (source is not None and readers[slot] == 1 and source["kind"] in (runtime.CONVOLUTION, runtime.DENSE)
+                and source["activation"] == "linear"):
+            source["activation"], spec["kind"] = "relu", runtime.IDENTITY

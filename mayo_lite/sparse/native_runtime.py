@@ -8,8 +8,9 @@ Lite only reaches its fast kernels for constant weights (a convolution with gath
 five times slower). Here the gathered kernel goes straight to BLAS, and between layers only the active channels
 travel, with their indices.
 
-This module depends on NumPy and Numba only, never on the rest of mayo-lite: `export-model` copies it beside a
-program's arrays (`program.npz`) so the exported sparse model runs where mayo-lite is not installed:
+This module and its kernels (`native_kernels.py`) depend on NumPy and Numba only, never on the rest of mayo-lite:
+`export-model` copies both beside a program's arrays (`program.npz`) so the exported sparse model runs where
+mayo-lite is not installed:
 
     import numpy as np, native_runtime
     program = native_runtime.load("cifarnet_gate_sparse_native")
@@ -20,195 +21,15 @@ import json
 import os
 
 import numpy as np
-from numba import njit
+
+try:
+    from . import native_kernels as kernels
+except ImportError:  # copied beside an exported program, outside the package
+    import native_kernels as kernels
 
 # Operation kinds of a program (the `kind` of each entry of its `operations`).
 CONVOLUTION, DENSE, MEAN, MAX_POOL, RELU, IDENTITY, RESHAPE, ADD, FLATTEN, SOFTMAX, PAD = (
     "convolution", "dense", "mean", "max_pool", "relu", "identity", "reshape", "add", "flatten", "softmax", "pad")
-
-
-@njit(cache=True, nogil=True)
-def _gate(means, present, kernel, bias, relu, count, conv_bias, beta, beta_first):
-    """The gate of one image: gamma from the spatial means of the present input channels (`present`: their indices
-    in the full map), then the `count` channels kept, and per kept channel the scale and offset that turn its
-    convolution into the layer's output before the activation: `conv·scale + offset`. A channel tied with the
-    (count+1)-th largest gamma gets scale and offset 0 (off)."""
-    gamma = bias.copy()
-    for c in range(means.shape[0]):
-        mean = means[c]
-        row = kernel[present[c]]
-        for o in range(gamma.shape[0]):
-            gamma[o] += mean * row[o]
-    if relu:
-        for o in range(gamma.shape[0]):
-            if gamma[o] < 0.0:
-                gamma[o] = 0.0
-    channels = gamma.shape[0]
-    if count < channels:
-        # The (count+1)-th largest gamma by selection, not a sort; the channels above it are on, and as many tied
-        # with it as make up `count` are kept switched off, as the Keras layer does.
-        threshold = -np.partition(-gamma, count)[count]
-        kept = np.empty(count, np.int64)
-        above = 0
-        for o in range(channels):
-            if gamma[o] > threshold:
-                kept[above] = o
-                above += 1
-        ties = above
-        for o in range(channels):
-            if ties == count:
-                break
-            if gamma[o] == threshold:
-                kept[ties] = o
-                ties += 1
-        kept = np.sort(kept)
-    else:
-        kept = np.arange(channels)
-        threshold = -np.inf
-    scale = np.empty(kept.shape[0], np.float32)
-    offset = np.empty(kept.shape[0], np.float32)
-    for a in range(kept.shape[0]):
-        o = kept[a]
-        on = gamma[o] > threshold
-        g = gamma[o] if on else 0.0
-        b = beta[o] if on else 0.0
-        if beta_first:
-            scale[a], offset[a] = g, (conv_bias[o] + b) * g
-        else:
-            scale[a], offset[a] = g, conv_bias[o] * g + b
-    return kept, scale, offset
-
-
-@njit(cache=True, nogil=True)
-def _gather_kernel(kernel, inputs, outputs, gathered):
-    """`gathered[t·len(inputs) + b, a] = kernel[t, inputs[b], outputs[a]]`: the kernel (taps, in, out) restricted to
-    the present input channels and the kept output channels, as BLAS multiplies it, written row after row."""
-    width = inputs.shape[0]
-    for t in range(kernel.shape[0]):
-        for b in range(width):
-            source = kernel[t, inputs[b]]
-            target = gathered[t * width + b]
-            for a in range(outputs.shape[0]):
-                target[a] = source[outputs[a]]
-
-
-@njit(cache=True, nogil=True)
-def _gather_inputs(kernel, inputs, gathered):
-    """`gathered[t·len(inputs) + b] = kernel[t, inputs[b]]`: the rows of the present input channels, every output."""
-    width = inputs.shape[0]
-    for t in range(kernel.shape[0]):
-        for b in range(width):
-            gathered[t * width + b] = kernel[t, inputs[b]]
-
-
-@njit(cache=True, nogil=True)
-def _patches(values, patches, kernel_height, kernel_width, stride_y, stride_x, top, left, first_row, last_row,
-             out_width):
-    """Image patches (`im2col`) of output rows `first_row` to `last_row` (excluded): patch row
-    `(y − first_row)·out_width + x` holds the input window of output position (y, x), tap by tap (each tap the
-    input's channels, contiguous), zero outside the image."""
-    height, width, channels = values.shape
-    if channels == 1:  # a grey image: a tap is one value, so copy along the row instead
-        _patches_of_one_channel(values, patches, kernel_height, kernel_width, stride_y, stride_x, top, left,
-                                first_row, last_row, out_width)
-        return
-    for y in range(first_row, last_row):
-        row = (y - first_row) * out_width
-        for dy in range(kernel_height):
-            source_y = y * stride_y + dy - top
-            for dx in range(kernel_width):
-                column = (dy * kernel_width + dx) * channels
-                first, last = 0, out_width  # the output columns whose input column is inside the image
-                while first < out_width and first * stride_x + dx - left < 0:
-                    first += 1
-                while last > first and (last - 1) * stride_x + dx - left >= width:
-                    last -= 1
-                if source_y < 0 or source_y >= height:
-                    first = last = out_width
-                for x in range(out_width):
-                    if x < first or x >= last:
-                        target = patches[row + x]
-                        for c in range(channels):
-                            target[column + c] = 0.0
-                for x in range(first, last):
-                    source = values[source_y, x * stride_x + dx - left]
-                    target = patches[row + x]
-                    for c in range(channels):
-                        target[column + c] = source[c]
-
-
-@njit(cache=True, nogil=True)
-def _patches_of_one_channel(values, patches, kernel_height, kernel_width, stride_y, stride_x, top, left,
-                            first_row, last_row, out_width):
-    height, width = values.shape[0], values.shape[1]
-    for y in range(first_row, last_row):
-        for x in range(out_width):
-            target = patches[(y - first_row) * out_width + x]
-            for dy in range(kernel_height):
-                source_y = y * stride_y + dy - top
-                inside_y = 0 <= source_y < height
-                for dx in range(kernel_width):
-                    source_x = x * stride_x + dx - left
-                    inside = inside_y and 0 <= source_x < width
-                    target[dy * kernel_width + dx] = values[source_y, source_x, 0] if inside else 0.0
-
-
-@njit(cache=True, nogil=True)
-def _scale_offset(outputs, scale, offset, relu, means):
-    """In place: `act(outputs·scale + offset)` per column (output channel); `means` receives each column's mean
-    (what the next gate pools, taken while the values are in cache)."""
-    positions, channels = outputs.shape
-    means[:] = 0.0
-    for p in range(positions):
-        row = outputs[p]
-        for c in range(channels):
-            value = row[c] * scale[c] + offset[c]
-            value = value if (value > 0.0 or not relu) else 0.0
-            row[c] = value
-            means[c] += value
-    for c in range(channels):
-        means[c] /= positions
-
-
-@njit(cache=True, nogil=True)
-def _column_means(values):
-    positions, channels = values.shape
-    means = np.zeros(channels, np.float32)
-    for p in range(positions):
-        for c in range(channels):
-            means[c] += values[p, c]
-    for c in range(channels):
-        means[c] /= positions
-    return means
-
-
-@njit(cache=True, nogil=True)
-def _scatter_add(total, values, channels):
-    """`total[:, channels] += values` (positions × channels)."""
-    for p in range(values.shape[0]):
-        target, source = total[p], values[p]
-        for j in range(channels.shape[0]):
-            target[channels[j]] += source[j]
-
-
-@njit(cache=True, nogil=True)
-def _max_pool(values, out, pool_y, pool_x, stride_y, stride_x, top, left):
-    height, width, channels = values.shape
-    for y in range(out.shape[0]):
-        for x in range(out.shape[1]):
-            target = out[y, x]
-            target[:] = -np.inf
-            for dy in range(pool_y):
-                sy = y * stride_y + dy - top
-                if sy < 0 or sy >= height:
-                    continue
-                for dx in range(pool_x):
-                    sx = x * stride_x + dx - left
-                    if 0 <= sx < width:
-                        source = values[sy, sx]
-                        for c in range(channels):
-                            if source[c] > target[c]:
-                                target[c] = source[c]
 
 
 def _cache_values():
@@ -296,8 +117,8 @@ class Convolution:
         if self.taps == 1 and self.strides == (1, 1):
             return values.reshape(height * width, channels)[first_row * out_width:last_row * out_width]
         patches = np.empty(((last_row - first_row) * out_width, self.taps * channels), np.float32)
-        _patches(values, patches, self.size[0], self.size[1], self.strides[0], self.strides[1], top, left,
-                 first_row, last_row, out_width)
+        kernels.patches(values, patches, self.size[0], self.size[1], self.strides[0], self.strides[1], top, left,
+                        first_row, last_row, out_width)
         return patches
 
     def blocks(self, values, out_height, out_width):
@@ -311,10 +132,10 @@ class Convolution:
         """(kept output channels, scale, offset) for this image."""
         means = feature.means
         if means is None:
-            means = _column_means(feature.values.reshape(-1, feature.values.shape[-1]))
+            means = kernels.column_means(feature.values.reshape(-1, feature.values.shape[-1]))
         present = self.everything_in if feature.channels is None else feature.channels
-        return _gate(means, present, self.gate_kernel, self.gate_bias, self.gate_relu, self.count, self.bias,
-                     self.beta, self.beta_first)
+        return kernels.gate(means, present, self.gate_kernel, self.gate_bias, self.gate_relu, self.count,
+                            self.bias, self.beta, self.beta_first)
 
     def weights(self, present, kept):
         """The kernel as BLAS multiplies it: (taps × present inputs, kept outputs)."""
@@ -324,10 +145,10 @@ class Convolution:
             present = self.everything_in  # a column gather in NumPy is many times slower than this one
         if kept is None:
             gathered = np.empty((self.taps * present.shape[0], self.filters), np.float32)
-            _gather_inputs(self.kernel, present, gathered)
+            kernels.gather_inputs(self.kernel, present, gathered)
         else:
             gathered = np.empty((self.taps * present.shape[0], kept.shape[0]), np.float32)
-            _gather_kernel(self.kernel, present, kept, gathered)
+            kernels.gather_kernel(self.kernel, present, kept, gathered)
         return gathered
 
     def __call__(self, feature, clock=None):
@@ -363,7 +184,7 @@ class Convolution:
         if clock:
             clock("multiply")
         means = np.empty(outputs.shape[1], np.float32)
-        _scale_offset(outputs, scale, offset, self.relu, means)
+        kernels.scale_offset(outputs, scale, offset, self.relu, means)
         if clock:
             clock("scale")
         return Feature(outputs.reshape(out_height, out_width, -1), kept, self.filters, means)
@@ -440,8 +261,8 @@ class Simple:
             if feature.channels is None:
                 total += feature.values
             else:
-                _scatter_add(total.reshape(-1, total.shape[-1]),
-                             feature.values.reshape(-1, feature.values.shape[-1]), feature.channels)
+                kernels.scatter_add(total.reshape(-1, total.shape[-1]),
+                                    feature.values.reshape(-1, feature.values.shape[-1]), feature.channels)
         return Feature(total, None, features[0].width)
 
     def _max_pool(self, feature):
@@ -449,8 +270,8 @@ class Simple:
         sizes = [output_size(values.shape[i], spec["pool_size"][i], spec["strides"][i], spec["padding"])
                  for i in (0, 1)]
         out = np.empty((sizes[0][0], sizes[1][0], values.shape[-1]), np.float32)
-        _max_pool(values, out, spec["pool_size"][0], spec["pool_size"][1], spec["strides"][0], spec["strides"][1],
-                  sizes[0][1], sizes[1][1])
+        kernels.max_pool(values, out, spec["pool_size"][0], spec["pool_size"][1], spec["strides"][0],
+                         spec["strides"][1], sizes[0][1], sizes[1][1])
         return Feature(out, feature.channels, feature.width)
 
 

@@ -35,9 +35,11 @@ ACTIONS = {
     "export-model": Action("export_model", "export_model",
                            "write a deployable model in every format of system.export.formats (.keras, SavedModel, "
                            "TensorFlow Lite, int8, ONNX) with masks and batch norms folded, each checked against "
-                           "Keras; a gated model also as its sparse SavedModel", "check_export_model"),
+                           "Keras; a gated model also as its sparse SavedModel and native program", "check_export_model"),
     "bench": Action("bench", "bench", "time one-image inference side by side: dense Keras, folded and compiled, "
-                                      "TensorFlow Lite, and for a gated model its sparse execution; print the ratios",
+                                      "TensorFlow Lite, and for a gated model its sparse execution (on the engine "
+                                      "timed fastest here) and the static network of the same width; print the "
+                                      "ratios (system.bench.profile: per layer)",
                     "check_bench"),
     "plot": Action("plot", "plot", "draw PNG figures under system.plot.path: per-class gate heatmaps, per-layer "
                                    "costs, training curves, top-1 against MACs", "check_plot"),

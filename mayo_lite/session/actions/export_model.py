@@ -24,7 +24,7 @@ from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
 from mayo_lite.net.folding import fold_batch_norms, with_keras_layers
 from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size
-from mayo_lite.sparse import SparseGatedModel, UnsupportedModel, native_runtime
+from mayo_lite.sparse import SparseGatedModel, UnsupportedModel, native_kernels, native_runtime
 
 log = logging.getLogger("mayo_lite")
 
@@ -51,10 +51,11 @@ def export_sparse(program, path):
 
 
 def export_native(program, path):
-    """Writes an `InferenceProgram`'s native program under `path`: its operations and arrays, and the runtime
-    module itself (NumPy and Numba only), so it runs without mayo-lite: `native_runtime.load(path)(image)`."""
+    """Writes an `InferenceProgram`'s native program under `path`: its operations and arrays, and the runtime's
+    two modules (NumPy and Numba only), so it runs without mayo-lite: `native_runtime.load(path)(image)`."""
     program.native.save(path)
-    shutil.copyfile(native_runtime.__file__, Path(path) / "native_runtime.py")
+    for module in (native_runtime, native_kernels):
+        shutil.copyfile(module.__file__, Path(path) / Path(module.__file__).name)
 
 
 def _check_images(session, count):
