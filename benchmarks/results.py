@@ -54,10 +54,12 @@ DATASETS = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 FULL = {"models": ["cifarnet_slim", "cifarnet"], "ablation": ["cifarnet_slim"],
         "test": "all 10,000 test images", "dense_epochs": {"cifarnet_slim": 5, "cifarnet": 3},
         "steps": [(1.0, 1), (0.75, 1), (0.5, 2), (0.3, 2)], "scale": 1.0, "overrides": [], "images": 200,
-        "repeats": 3, "recalibrate": 100}
+        "repeats": 3, "recalibrate": 100, "engine": "auto", "settle": None}
+# Quick mode checks the page, not the figures: the native engine without timing it against XLA, no pauses.
 QUICK = {"models": ["cifarnet_slim"], "ablation": ["cifarnet_slim"], "test": "the first 500 test images",
          "dense_epochs": {"cifarnet_slim": 1}, "steps": [(1.0, 1), (0.5, 1)], "scale": 0.01,
-         "overrides": ["dataset.num_examples_per_epoch.validate=500"], "images": 5, "repeats": 1, "recalibrate": 2}
+         "overrides": ["dataset.num_examples_per_epoch.validate=500"], "images": 5, "repeats": 1, "recalibrate": 2,
+         "engine": "native", "settle": 0.0}
 METHODS = {"dense": "dense", "fbs": "FBS (distilled)", "fbs_plain": "FBS, no distillation",
            "kernel": "kernel pruning", "slimming": "network slimming", "kernel30": "kernel 30%, reference fine-tuning",
            "kernel30_recipe": "kernel 30%, documented recipe"}
@@ -280,16 +282,16 @@ def latency(run, model, rows):
             batches = current.pipeline("validate").unbatch().take(run.mode["images"])
             images = [image[None].numpy().astype(np.float32) for image, *_ in batches]
         if row["method"].startswith("fbs"):
-            runners[row["id"]] = SparseGatedModel(current.model)
+            runners[row["id"]] = SparseGatedModel(current.model, engine=run.mode["engine"])
         elif current.masked:
             plain = build_model(current.model_spec, current.input_shape(), origin=current.cfg.origin, masked=False)
             copy_folded(current.model, plain)
-            runners[row["id"]] = InferenceProgram(plain)
+            runners[row["id"]] = InferenceProgram(plain, engine=run.mode["engine"])
         else:
-            runners[row["id"]] = InferenceProgram(current.model)
+            runners[row["id"]] = InferenceProgram(current.model, engine=run.mode["engine"])
     import gc
     gc.collect()
-    seconds = compare_latency(runners, images, run.mode["repeats"])
+    seconds = compare_latency(runners, images, run.mode["repeats"], settle=run.mode["settle"])
     for row in rows:
         row["latency_ms"] = seconds[row["id"]] * 1000
 

@@ -27,11 +27,12 @@ def keras_runner(model):
     return function.get_concrete_function(tf.TensorSpec(shape, tf.float32))
 
 
-def compare_latency(runners, images, repeats=5, warmup=3):
+def compare_latency(runners, images, repeats=5, warmup=3, settle=None):
     """Median seconds per image of each runner of `runners` (name -> function of one (1, H, W, C) image returning
     a tensor or an array), over `repeats` passes through `images`, after `warmup` calls each (tracing,
-    compilation, caches).
+    compilation, caches), pausing `settle` seconds (`SETTLE_SECONDS` by default) before each pass.
     """
+    settle = SETTLE_SECONDS if settle is None else settle
     names = list(runners)
     for name in names:
         for image in images[:warmup]:
@@ -41,7 +42,7 @@ def compare_latency(runners, images, repeats=5, warmup=3):
         order = names[repeat % len(names):] + names[:repeat % len(names)]
         for name in order:
             run = runners[name]
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(settle)
             for image in images:
                 start = time.perf_counter()
                 np.asarray(run(image))
