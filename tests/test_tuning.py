@@ -90,7 +90,7 @@ def test_a_cache_that_cannot_be_written_still_tunes(tmp_path, monkeypatch, model
 def test_a_cached_choice_changes_the_time_never_the_outputs(cache, model):
     """Whatever the cache says (every engine, every mode), the outputs are the Keras model's."""
     reference = SparseGatedModel(model)
-    key = tuning.program_key(reference.native, reference.input_shape)
+    key = tuning.program_key(reference)
     for engine in ("native", "xla"):
         for mode in ("gather", "every"):
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +98,20 @@ def test_a_cached_choice_changes_the_time_never_the_outputs(cache, model):
             program = SparseGatedModel(model)
             assert program.tune() == engine and program.from_cache
             assert_same_outputs(model, program, SHAPE)
+
+
+def test_a_model_the_native_runtime_cannot_run_still_tunes_its_tensorflow_program(cache):
+    """MobileNet has small maps: which layers compute every channel is measured, not taken from the constant."""
+    mobile = gated_model("models/gate/mobilenet.yaml", (64, 64, 3), 0.5)
+    program = SparseGatedModel(mobile)
+    assert program.native is None and program.tune() == "xla" and not program.from_cache
+    (entry,) = json.loads(cache.read_text()).values()
+    assert set(entry["ms"]) == {"xla:55.0", "xla:0.0", "xla:inf"} and entry["modes"] == {}
+    assert entry["ms"][f"xla:{entry['gather_cost']}"] == min(entry["ms"].values())
+    assert_same_outputs(mobile, program, (64, 64, 3))
+    again = SparseGatedModel(mobile)
+    assert again.tune() == "xla" and again.from_cache
+    assert_same_outputs(mobile, again, (64, 64, 3))
 
 
 def test_forcing_an_engine_skips_tuning(cache, model):

@@ -127,7 +127,8 @@ class InferenceProgram(tf.Module):
         elif engine == "native":
             raise UnsupportedModel(f"model {model.name}: a moving threshold keeps a different number of channels "
                                    "per image; the native runtime needs the online threshold")
-        self.engine = engine if engine != "auto" or self.native is not None else "xla"
+        # With nothing to choose (no native program, no small map to compute whole), TensorFlow runs untimed.
+        self.engine = engine if engine != "auto" or self.native is not None or self.small_maps() else "xla"
         self.from_cache = None
 
     def _run(self, image):

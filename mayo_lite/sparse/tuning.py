@@ -47,12 +47,12 @@ def machine():
             "numpy": np.__version__, "numba": numba.__version__, "tensorflow": tf.__version__}
 
 
-def program_key(native, input_shape):
-    """A key for a native program's structure (layers, shapes, counts; not the weights' values) on this machine."""
-    structure = [{key: value for key, value in spec.items() if key != "mode"} for spec in native.specs]
-    shapes = {operation.name: [list(array.shape) for array in native_runtime._arrays_of(operation).values()]
-              for operation in native.operations}
-    text = json.dumps([structure, shapes, list(input_shape), machine()], sort_keys=True, default=str)
+def program_key(program):
+    """A key for an `InferenceProgram`'s structure (its layers, their shapes and kept channels; not the weights'
+    values) on this machine."""
+    structure = [[type(step).__name__, step.layer_name, str(step.layer.output.shape), getattr(step, "count", None)]
+                 for step in program.steps]
+    text = json.dumps([structure, list(program.input_shape), machine()], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -129,32 +129,33 @@ GATHER_COSTS = (None, 0.0, float("inf"))
 
 
 def choose(program, native, images, repeats=3):
-    """The engine (`xla` or `native`) and the native modes for `program`, from the cache or measured on `images`;
-    the TensorFlow program is left traced with its fastest gather cost."""
+    """The engine (`xla` or `native`) and the native modes for `program` (`native`: its native program, or None
+    where the native runtime cannot run it), from the cache or measured on `images`; the TensorFlow program is left
+    traced with its fastest gather cost."""
     path = cache_path()
-    key = program_key(native, program.input_shape)
+    key = program_key(program)
     cache = _read_cache(path)
     entry = cache.get(key)
-    if isinstance(entry, dict) and entry.get("engine") in ("xla", "native") and isinstance(
-            entry.get("modes"), dict) and all(mode in MODES for mode in entry["modes"].values()) and isinstance(
-            entry.get("gather_cost", 0.0), (int, float)):
-        apply_modes(native, entry["modes"])
+    if _valid(entry, native):
+        if native is not None:
+            apply_modes(native, entry["modes"])
         if "gather_cost" in entry:
             program.with_gather_cost(float(entry["gather_cost"]))
         return entry["engine"], entry["modes"], True
-    modes = tune_modes(native, images[0])
-    apply_modes(native, modes)
-    runners = {"native": native}
-    costs = GATHER_COSTS if program.small_maps() else (None,)
-    for cost in costs:
-        cost = _first_guess(program) if cost is None else cost
+    runners, modes = {}, {}
+    if native is not None:
+        modes = tune_modes(native, images[0])
+        apply_modes(native, modes)
+        runners["native"] = native
+    for cost in GATHER_COSTS if program.small_maps() else (None,):
+        cost = float(gated_step.GATHER_COST) if cost is None else cost
         runners[f"xla:{cost}"] = program.with_gather_cost(cost)
-    seconds = compare_latency(runners, images, repeats, warmup=2)
+    seconds = compare_latency(runners, images, repeats, warmup=2) if len(runners) > 1 else {
+        name: 0.0 for name in runners}
     best_xla = min((name for name in seconds if name != "native"), key=seconds.get)
     gather_cost = float(best_xla.split(":", 1)[1])
     program.with_gather_cost(gather_cost)
-    times = {"native": seconds["native"], "xla": seconds[best_xla]}
-    engine = min(times, key=times.get)
+    engine = "native" if native is not None and seconds["native"] < seconds[best_xla] else "xla"
     cache[key] = {"engine": engine, "modes": modes, "gather_cost": gather_cost,
                   "ms": {name: round(value * 1000, 4) for name, value in seconds.items()},
                   "tuned": time.strftime("%Y-%m-%d")}
@@ -162,5 +163,8 @@ def choose(program, native, images, repeats=3):
     return engine, modes, False
 
 
-def _first_guess(program):
-    return float(gated_step.GATHER_COST)
+def _valid(entry, native):
+    """Whether a cache entry is a choice this program can take."""
+    return (isinstance(entry, dict) and entry.get("engine") in (("xla", "native") if native is not None else ("xla",))
+            and isinstance(entry.get("modes"), dict) and all(mode in MODES for mode in entry["modes"].values())
+            and isinstance(entry.get("gather_cost", 0.0), (int, float)))
