@@ -111,10 +111,7 @@ class InferenceProgram(tf.Module):
         for step in self.steps:
             if isinstance(step, DepthwiseStep):
                 step.by_shifts = self.jit_compile
-        signature = tf.TensorSpec((1, *self.input_shape), tf.float32, name="image")
-        self.run = tf.function(self._run, input_signature=[signature], jit_compile=self.jit_compile,
-                               autograph=False)
-        self._concrete = None
+        self._trace()
         self.native = None
         self.modes = {}
         if engine != "xla" and self.static:
@@ -150,11 +147,15 @@ class InferenceProgram(tf.Module):
         for step in self.steps:
             if hasattr(step, "gather_cost"):
                 step.gather_cost = cost
+        self._trace()
+        self._concrete = self.run.get_concrete_function()
+        return self._concrete
+
+    def _trace(self):
         signature = tf.TensorSpec((1, *self.input_shape), tf.float32, name="image")
         self.run = tf.function(self._run, input_signature=[signature], jit_compile=self.jit_compile,
                                autograph=False)
-        self._concrete = self.run.get_concrete_function()
-        return self._concrete
+        self._concrete = None
 
     def tune(self, images=None):
         """Chooses the engine and the native modes (from the cache, or by timing on `images`, random ones by
