@@ -62,19 +62,25 @@ np.save(sys.argv[3], np.concatenate([served(image=tf.constant(image[None]))["out
 """
 
 
-def test_a_gated_model_is_also_exported_as_its_sparse_path_that_runs_without_the_package(workdir, tmp_path):
+def exported_gated_model_outputs(workdir, tmp_path, script_text, folder):
+    """(outputs of `script_text` run on the exported `folder` in a fresh interpreter started outside the repository,
+    with nothing of mayo_lite on its path; the Keras model's outputs) on three random images."""
     assert main(["gate.yaml", "train", "export-model"]) == 0
     images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
     expected = session_outputs("gate.yaml", images, "latest")
     np.save(tmp_path / "images.npy", images)
-    script = tmp_path / "serve.py"
-    script.write_text(SERVE_WITHOUT_THE_PACKAGE)
-    # A fresh interpreter started outside the repository, with nothing of mayo_lite on its path.
+    script = tmp_path / "script.py"
+    script.write_text(script_text)
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-P", str(script), str(workdir / "exported" / "small_gate_sparse_savedmodel"),
-                    str(tmp_path / "images.npy"), str(tmp_path / "outputs.npy")],
-                   cwd="/", env=environment, check=True)
-    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, atol=1e-5)
+    subprocess.run([sys.executable, "-P", str(script), str(workdir / "exported" / folder),
+                    str(tmp_path / "images.npy"), str(tmp_path / "outputs.npy")], cwd="/", env=environment, check=True)
+    return np.load(tmp_path / "outputs.npy"), expected
+
+
+def test_a_gated_model_is_also_exported_as_its_sparse_path_that_runs_without_the_package(workdir, tmp_path):
+    outputs, expected = exported_gated_model_outputs(workdir, tmp_path, SERVE_WITHOUT_THE_PACKAGE,
+                                                     "small_gate_sparse_savedmodel")
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
 
 
 RUN_NATIVE_WITHOUT_THE_PACKAGE = """
@@ -89,19 +95,12 @@ np.save(sys.argv[3], np.concatenate([program(image[None]) for image in np.load(s
 
 
 def test_the_sparse_path_is_also_exported_for_the_native_runtime_that_runs_without_the_package(workdir, tmp_path):
-    assert main(["gate.yaml", "train", "export-model"]) == 0
-    images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
-    expected = session_outputs("gate.yaml", images, "latest")
-    np.save(tmp_path / "images.npy", images)
-    script = tmp_path / "native.py"
-    script.write_text(RUN_NATIVE_WITHOUT_THE_PACKAGE)
+    outputs, expected = exported_gated_model_outputs(workdir, tmp_path, RUN_NATIVE_WITHOUT_THE_PACKAGE,
+                                                     "small_gate_sparse_native")
     folder = workdir / "exported" / "small_gate_sparse_native"
-    assert sorted(path.name for path in folder.iterdir()) == ["native_kernels.py", "native_runtime.py", "program.json",
-                                                                   "program.npz"]
-    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-P", str(script), str(folder), str(tmp_path / "images.npy"),
-                    str(tmp_path / "outputs.npy")], cwd="/", env=environment, check=True)
-    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, atol=1e-5)
+    written = sorted(path.name for path in folder.iterdir() if path.name != "__pycache__")  # Numba's, from the run
+    assert written == ["native_kernels.py", "native_runtime.py", "program.json", "program.npz"]
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
 
 
 def test_an_export_path_that_is_a_file_is_a_config_error(workdir, capsys):

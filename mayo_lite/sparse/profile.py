@@ -7,7 +7,7 @@ import statistics
 import time
 
 from mayo_lite.sparse import native_runtime
-from mayo_lite.sparse.tuning import _layer_inputs
+from mayo_lite.sparse.tuning import layer_inputs
 
 STAGES = ("gate", "patches", "gather", "multiply", "scale")
 
@@ -32,11 +32,11 @@ def profile(sparse, dense, image, repeats=20):
     `dense` being the native program of the dense model (the same layer names); `dense` of a row is None where
     the dense model has no such layer."""
     dense_times = {}
-    for operation, features in zip(dense.operations, _layer_inputs(dense, image)):
+    for operation, features in zip(dense.operations, layer_inputs(dense, image)):
         operation(*features)
         dense_times[operation.name] = sum(_stage_times(operation, features, repeats).values())
     rows = []
-    for operation, features in zip(sparse.operations, _layer_inputs(sparse, image)):
+    for operation, features in zip(sparse.operations, layer_inputs(sparse, image)):
         operation(*features)
         stages = _stage_times(operation, features, repeats)
         rows.append({"layer": operation.name, "mode": getattr(operation, "mode", "") if getattr(

@@ -90,7 +90,7 @@ def _median_seconds(function, argument, repeats):
     return statistics.median(samples)
 
 
-def _layer_inputs(native, image):
+def layer_inputs(native, image):
     """Each operation's input features on `image`, from one pass."""
     results = [native_runtime.Feature(np.asarray(image, np.float32)[0], None, native.input_shape[-1])]
     inputs = []
@@ -104,7 +104,7 @@ def _layer_inputs(native, image):
 def tune_modes(native, image, repeats=9):
     """{gated layer: fastest mode}, each layer timed alone in every mode on its own input from `image`."""
     modes = {}
-    for operation, features in zip(native.operations, _layer_inputs(native, image)):
+    for operation, features in zip(native.operations, layer_inputs(native, image)):
         if not getattr(operation, "gated", False) or operation.count == operation.filters:
             continue
         times = {}
