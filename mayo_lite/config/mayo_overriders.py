@@ -1,10 +1,13 @@
-"""Mayo's pruning overriders, read as this project's `prune:` section.
+"""Mayo's overriders: pruners read as this project's `prune:` section, quantizers as the layers' `quantize:` key.
 
-Mayo prunes by overriding a layer's variables: `weights_overrider: {type: mayo.override.DynamicNetworkSurgeryPruner,
-alpha: 2}` on the layer (its legacy form), or `overrider: {weights: {dns: {type: ...}}, activation: {...}}` (what
-the `_overrider:` files of models/override/ put on every layer). Here layers carry no overriders and pruning is one
-`prune:` section: `translate` takes the pruners off a model's layer specs and says which `prune:` settings they
-amount to. Any other overrider (quantizers, ...) is refused. Plain data in and out, as in the rest of this room.
+Mayo prunes and quantizes by overriding a layer's variables: `weights_overrider: {type:
+mayo.override.DynamicNetworkSurgeryPruner, alpha: 2}` on the layer (its legacy form), or `overrider: {weights: {dns:
+{type: ...}}, activation: {...}}` (what the `_overrider:` files of models/override/ put on every layer). Here pruning
+is one `prune:` section: `translate` takes the pruners off a model's layer specs and says which `prune:` settings
+they amount to. Quantizers stay on their layer as `quantize: {weights|biases|activation|depthwise_weights: {spec,
+where}}`, which the model builder turns into `mayo_lite.quantize` objects. Mayo applies a variable's overriders in
+decreasing `_priority`; a pruner is applied first here, so a quantizer ranked above a pruner is refused, as are
+gradient overriders and chains of quantizers. Plain data in and out, as in the rest of this room.
 """
 
 import copy
@@ -12,9 +15,15 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from mayo_lite.errors import ConfigError, with_suggestions
+from mayo_lite.errors import ConfigError, did_you_mean, with_suggestions
 
-REFUSED = "Mayo's overriders (quantizers, mayo.override.*) are not supported; use the `prune:` section for pruning"
+REFUSED = "not one of Mayo's overriders this project reads"
+# Mayo's quantizers (`mayo.override.<name>`), the classes of mayo_lite.quantize (a test checks they agree; this room
+# does not import Keras). Their arguments are checked where they are built.
+QUANTIZERS = ("FloatingPointQuantizer", "ShiftQuantizer", "FixedPointQuantizer", "CourbariauxQuantizer",
+              "DGQuantizer", "DGTrainableQuantizer", "LogQuantizer", "MixedQuantizer", "Recentralizer",
+              "IncrementalQuantizer", "TernaryQuantizer", "ChannelTernaryQuantizer")
+TARGETS = ("weights", "biases", "activation", "depthwise_weights")  # the variables a quantizer may override
 # Mayo's pruners (`mayo.override.<name>`) -> (the variable they override, their parameters and defaults; None:
 # required). Mayo's own default alpha is -2 (the initial value of its `alpha` parameter).
 PRUNERS = {
@@ -26,6 +35,7 @@ PRUNERS = {
 _COMMON = ("should_update", "enable", "_priority")  # every Mayo overrider takes them
 # The layer types whose kernel the runner masks (a depthwise-separable convolution's pointwise one).
 _MASKED = ("convolution", "depthwise_separable_convolution")
+_WEIGHTED = (*_MASKED, "depthwise_convolution", "fully_connected", "gated_convolution")
 
 
 @dataclass
@@ -50,16 +60,20 @@ def translate(model, where=lambda path: path):
     if not isinstance(model, dict) or not isinstance(model.get("layers"), dict):
         return Translation(model)
     model = copy.deepcopy(model)
-    found = []
-    _collect(model["layers"], "model.layers", "", found, where)
+    found, quantized = [], []
+    _collect(model["layers"], "model.layers", "", found, quantized, where)
+    _attach_quantizers(quantized, found, where)
     if not found:
-        return Translation(model)
+        translation = Translation(model)
+        _summarise_quantizers(translation, quantized)
+        return translation
     kinds = {pruner.technique for pruner in found}
     if len(kinds) > 1:
         raise ConfigError(f"{where('model.layers')}: Mayo's overriders ask for {' and '.join(sorted(kinds))} at once; "
                           "translated into the `prune:` section, a model takes one pruning technique")
     translation = Translation(model)
     TECHNIQUES[kinds.pop()](found, translation, where)
+    _summarise_quantizers(translation, quantized)
     return translation
 
 
@@ -72,45 +86,57 @@ class _Pruner:
     settings: tuple
     updates: bool
     path: str
+    priority: object = 0
 
 
-def _collect(layers, path, prefix, found, where):
+def _collect(layers, path, prefix, found, quantized, where):
     for name, spec in layers.items():
         if not isinstance(spec, dict):
             continue
         here = f"{path}.{name}"
         if spec.get("type") == "module" and isinstance(spec.get("layers"), dict):
-            _collect(spec["layers"], f"{here}.layers", f"{prefix}{name}.", found, where)
+            _collect(spec["layers"], f"{here}.layers", f"{prefix}{name}.", found, quantized, where)
         for key in [key for key in spec if is_overrider_key(key)]:
             value = spec.pop(key)
             if str(name).startswith("_"):  # a template (`_conv: &conv`); the layers that use it carry their own
                 continue
             if key == "overrider":
                 targets = value.items() if isinstance(value, dict) and "type" not in value else [("weights", value)]
-                for target, overriders in targets:
-                    found += _pruners(overriders, target, f"{here}.{key}.{target}", prefix + name, spec, where)
             else:
-                found += _pruners(value, key[:-len("_overrider")], f"{here}.{key}", prefix + name, spec, where)
+                targets = [(key[:-len("_overrider")], value)]
+            for target, overriders in targets:
+                at = f"{here}.{key}" + (f".{target}" if key == "overrider" else "")
+                if target == "gradient" and overriders:
+                    raise ConfigError(f"{where(at)}: Mayo's gradient overriders (quantized gradients and errors) are "
+                                      "not supported; take `gradient:` out of the overrider")
+                found += _pruners(overriders, target, at, prefix + name, spec, where, quantized)
 
 
-def _pruners(value, target, path, layer, spec, where):
+def _pruners(value, target, path, layer, spec, where, quantized):
     """The enabled pruners in one overridden variable's value: None, one overrider, or named (or listed) ones, which
-    Mayo chains by `_priority`."""
+    Mayo chains by `_priority`; the quantizers among them go to `quantized`."""
     if value is None or value == {}:
         return []
     if isinstance(value, list):
         return [pruner for index, item in enumerate(value)
-                for pruner in _pruners(item, target, f"{path}.{index}", layer, spec, where)]
+                for pruner in _pruners(item, target, f"{path}.{index}", layer, spec, where, quantized)]
     if isinstance(value, dict) and "type" not in value:
         return [pruner for name, item in value.items()
-                for pruner in _pruners(item, target, f"{path}.{name}", layer, spec, where)]
+                for pruner in _pruners(item, target, f"{path}.{name}", layer, spec, where, quantized)]
     if not isinstance(value, dict):
         raise ConfigError(f"{where(path)}: {REFUSED} (expected an overrider mapping with `type`, got {value!r})")
     kind = value["type"]
-    name = kind.rsplit(".", 1)[-1] if isinstance(kind, str) and kind.startswith("mayo.override.") else None
+    name = kind.rsplit(".", 1)[-1] if isinstance(kind, str) and kind.startswith("mayo.override.") else kind
+    if name in QUANTIZERS:
+        if target not in TARGETS:
+            raise ConfigError(f"{where(path)}: a quantizer overrides one of {', '.join(TARGETS)}, not `{target}`")
+        if value.get("enable", True) is not False:
+            quantized.append(_Quantizer(layer, spec, target, value, path))
+        return []
     if name not in PRUNERS:
-        raise ConfigError(f"{where(path)}: {REFUSED} ({kind!r} is not one of the pruners the runner reads into it: "
-                          f"{', '.join(PRUNERS)})")
+        known = ", ".join(f"mayo.override.{n}" for n in (*PRUNERS, *QUANTIZERS))
+        hint = did_you_mean(name, (*PRUNERS, *QUANTIZERS), prefix="mayo.override.")
+        raise ConfigError(f"{where(path)}.type: {REFUSED}: {kind!r}; {hint or 'known: ' + known}")
     variable, defaults = PRUNERS[name]
     if target != variable:
         raise ConfigError(f"{where(path)}: {REFUSED} (Mayo's {name} overrides `{variable}`, not `{target}`)")
@@ -129,7 +155,56 @@ def _pruners(value, target, path, layer, spec, where):
         if key in settings and not check[0](settings[key]):
             raise ConfigError(f"{where(path + '.' + key)}: expected {check[1]}, got {settings[key]!r}")
     technique, settings = _SETTINGS[name](settings)
-    return [_Pruner(layer, spec, name, technique, settings, value.get("should_update", True) is not False, path)]
+    return [_Pruner(layer, spec, name, technique, settings, value.get("should_update", True) is not False, path,
+                     value.get("_priority", 0))]
+
+
+@dataclass
+class _Quantizer:
+    layer: str
+    spec: dict  # the layer's spec
+    target: str
+    value: dict  # the quantizer's spec
+    path: str
+
+    @property
+    def priority(self):
+        priority = self.value.get("_priority", 0)
+        return priority if _number(priority) else 0
+
+
+def _attach_quantizers(quantized, found, where):
+    """Puts each quantizer on its layer's spec as `quantize: {target: {spec, where}}`, after checking that each
+    variable has one and that no pruner of the same variable ranks below it."""
+    for quantizer in quantized:
+        table = quantizer.spec.setdefault("quantize", {})
+        if quantizer.target in table:
+            raise ConfigError(f"{where(quantizer.path)}: a second quantizer on {quantizer.layer}'s "
+                              f"{quantizer.target}; chains of quantizers on one variable are not supported")
+        for pruner in found:
+            below = pruner.spec is quantizer.spec and pruner.path.split(".overrider.")[-1].startswith(quantizer.target)
+            if below and quantizer.priority > _number_or_zero(pruner.priority):
+                raise ConfigError(f"{where(quantizer.path)}._priority: {quantizer.priority} ranks the quantizer "
+                                  f"before the pruner at {where(pruner.path)}; pruning comes first here (give the "
+                                  "pruner the higher _priority)")
+        table[quantizer.target] = {"spec": quantizer.value, "where": where(quantizer.path)}
+
+
+def _number_or_zero(value):
+    return value if _number(value) else 0
+
+
+def _summarise_quantizers(translation, quantized):
+    if not quantized:
+        return
+    kinds = {}
+    for quantizer in quantized:
+        if quantizer.target != "activation" and quantizer.spec.get("type") not in _WEIGHTED:
+            continue  # Mayo's `_overrider:` files put weight quantizers on layers without weights: unused there
+        kind = str(quantizer.value["type"]).rsplit(".", 1)[-1]
+        kinds.setdefault(f"{kind} on {quantizer.target}", []).append(quantizer.layer)
+    line = "; ".join(f"{kind} ({', '.join(dict.fromkeys(layers))})" for kind, layers in kinds.items())
+    translation.summary = "; ".join(filter(None, [translation.summary, f"Mayo's quantizers: {line}"]))
 
 
 def _number(value):

@@ -2,6 +2,10 @@
 `DepthwiseConv2D` and `Dense` layers whose effective kernel is `kernel · mask`. `mayo_lite.prune` computes the
 masks; `GatedConv2D(use_mask=True)` takes the same `MaskConstraint`, so kernel pruning and FBS compose.
 
+They also take quantizers (`kernel_quantizer`, `bias_quantizer`: any callable Keras layer, such as those of
+`mayo_lite.quantize`): the layer then computes with `quantize(kernel · mask)` and `quantize(bias)`, pruning first
+as Mayo's priorities order a pruner before a quantizer. A quantizer maps 0 to 0, so a pruned weight stays zero.
+
 In regrow mode (dynamic network surgery, `mayo_lite.prune.surgery`) the forward pass is the same, but the gradient
 reaches every weight and pruned weights are not zeroed, so that a later mask update can splice them back.
 """
@@ -84,13 +88,15 @@ class _Masked:
     """What every masked layer shares: the mask is state a checkpoint must keep, while the Keras base classes save
     only their kernel and bias; and regrow mode, for dynamic network surgery."""
 
-    def __init__(self, *args, regrow=False, **kwargs):
+    def __init__(self, *args, regrow=False, kernel_quantizer=None, bias_quantizer=None, **kwargs):
         if not isinstance(regrow, bool):
             raise ValueError("Invalid value received for argument `regrow`. Expected True or False. "
                              f"Received: regrow={regrow!r}")
         super().__init__(*args, **kwargs)
         self._regrow = regrow
         object.__setattr__(self, "_regrow_switch", None)
+        self.kernel_quantizer = _quantizer(kernel_quantizer, "kernel_quantizer")
+        self.bias_quantizer = _quantizer(bias_quantizer, "bias_quantizer")
 
     @property
     def regrow(self):
@@ -114,20 +120,39 @@ class _Masked:
         self._regrow = value
 
     def masked_kernel(self, kernel):
-        """`kernel · mask`; in regrow mode with the gradient of `kernel` (Guo et al.'s straight-through)."""
+        """`kernel · mask`, quantized if the layer has a kernel quantizer; in regrow mode with the gradient of
+        `kernel` (Guo et al.'s straight-through)."""
         if self._regrow_switch is None:
-            return kernel * self.mask
-        passed = kernel * _kept(self.mask, self._regrow_switch, kernel.dtype)
-        return passed + ops.stop_gradient(kernel * ops.cast(self.mask, kernel.dtype) - passed)
+            kernel = kernel * self.mask
+        else:
+            passed = kernel * _kept(self.mask, self._regrow_switch, kernel.dtype)
+            kernel = passed + ops.stop_gradient(kernel * ops.cast(self.mask, kernel.dtype) - passed)
+        return kernel if self.kernel_quantizer is None else self.kernel_quantizer(kernel)
+
+    def effective_bias(self):
+        """The bias the layer adds: quantized if it has a bias quantizer."""
+        return self.bias if self.bias_quantizer is None else self.bias_quantizer(self.bias)
 
     def get_config(self):
         config = super().get_config()
         if self._regrow:  # only then: out of regrow mode the config is exactly the base class's
             config["regrow"] = True
+        for key in ("kernel_quantizer", "bias_quantizer"):  # likewise
+            if getattr(self, key) is not None:
+                config[key] = keras.saving.serialize_keras_object(getattr(self, key))
         return config
 
     def save_own_variables(self, store):
         keras.layers.Layer.save_own_variables(self, store)
+
+
+def _quantizer(value, argument):
+    if value is None or isinstance(value, keras.layers.Layer):
+        return value
+    if isinstance(value, dict):  # from a config
+        return keras.saving.deserialize_keras_object(value)
+    raise ValueError(f"Invalid value received for argument `{argument}`. Expected a quantizer layer "
+                     f"(mayo_lite.quantize) or None. Received: {argument}={value!r}")
 
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
@@ -160,7 +185,7 @@ class MaskedConv2D(_Masked, keras.layers.Conv2D):
             channel_axis = -1 if self.data_format == "channels_last" else 1
             bias_shape = [1] * len(outputs.shape)
             bias_shape[channel_axis] = self.filters
-            outputs = outputs + ops.reshape(self.bias, bias_shape)
+            outputs = outputs + ops.reshape(self.effective_bias(), bias_shape)
         return outputs if self.activation is None else self.activation(outputs)
 
 
@@ -186,7 +211,7 @@ class MaskedDepthwiseConv2D(_Masked, keras.layers.DepthwiseConv2D):
             channel_axis = -1 if self.data_format == "channels_last" else 1
             bias_shape = [1] * len(outputs.shape)
             bias_shape[channel_axis] = outputs.shape[channel_axis]
-            outputs = outputs + ops.reshape(self.bias, bias_shape)
+            outputs = outputs + ops.reshape(self.effective_bias(), bias_shape)
         return outputs if self.activation is None else self.activation(outputs)
 
 
@@ -207,7 +232,7 @@ class MaskedDense(_Masked, keras.layers.Dense):
     def call(self, inputs, training=None):
         outputs = ops.matmul(inputs, self.masked_kernel(self._kernel))
         if self.bias is not None:
-            outputs = outputs + self.bias
+            outputs = outputs + self.effective_bias()
         return outputs if self.activation is None else self.activation(outputs)
 
 

@@ -59,11 +59,23 @@ class GraphBuilder:
                                self.masked, self.slimming)
         try:
             build(builder)
+            self._leftover_quantizers(builder, kind)
         except ConfigError as error:
             raise self._blame(error, path, spec) from error.__cause__
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{where}: {str(error).splitlines()[0]}{self._overlays(path, spec)}") from error
         return builder
+
+    @staticmethod
+    def _leftover_quantizers(builder, kind):
+        """Quantizers the layer type did not take: an activation's quantizes the layer's output (Mayo's identity
+        layer applies it to its input, as `prep` does); one of a variable the layer does not have is unused, as in
+        Mayo; a gated convolution's weights are refused."""
+        if kind == "gated_convolution" and builder.quantize.keys() - {"activation"}:
+            entry = next(iter(builder.quantize.values()))
+            raise ConfigError(f"{entry['where']}: quantizers of a gated_convolution's weights are not supported yet; "
+                              "quantize its activation, or the other layers")
+        builder.quantize_activation()
 
     def _blame(self, error, path, spec):
         """An error about one key of a layer names the file that set that key (an overlay that changed the layer),

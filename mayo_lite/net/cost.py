@@ -31,6 +31,10 @@ class ModelCost:
         return self.densities is not None
 
     @property
+    def quantized(self):
+        return any(row.get("bits") for row in self.rows)
+
+    @property
     def masked(self):
         return any(row["weight_density"] is not None for row in self.rows)
 
@@ -49,6 +53,10 @@ class ModelCost:
         if self.gated or self.masked:
             columns.append(("effective MACs", lambda r: f"{round(r['effective_macs']):,}",
                             lambda t: f"{round(t['effective_macs'] - t['gate_macs']):,}", "effective_macs"))
+        if self.quantized:
+            columns += [("bits", _bits_text, lambda t: "", "bits"),
+                        ("size KB", lambda r: f"{r['size_bits'] / 8192:.1f}" if r["size_bits"] else "",
+                         lambda t: f"{t['size_bits'] / 8192:.1f}", "size_bits")]
         if self.gated:
             columns.append(("gate MACs", lambda r: f"{round(r['gate_macs']):,}" if r["gate_macs"] else "",
                             lambda t: f"{round(t['gate_macs']):,}", "gate_macs"))
@@ -81,10 +89,24 @@ class ModelCost:
         elif self.masked:
             lines.append(f"with pruning masks: effective {effective:,} MACs ({human(effective)}), "
                          f"{total['macs'] / max(effective, 1):.2f}× fewer")
+        if self.quantized:
+            lines.append(self.size_line())
         return "\n".join(lines)
+
+    def size_line(self):
+        """The parameters' size at the quantizers' widths against float32."""
+        size, full = self.total["size_bits"], 32 * self.total["params"]
+        return (f"at its quantizers' widths: {size / 8192:,.1f} KB of parameters, {full / max(size, 1):.2f}× smaller "
+                f"than float32 ({full / 8192:,.1f} KB)")
 
     def __str__(self):
         return f"{self.table()}\n{self.summary()}"
+
+
+def _bits_text(row):
+    """'w8 b8 a8': the widths of a row's weights, biases and activation; '' for a row no quantizer touches."""
+    return " ".join(f"{key}{'?' if bits is None else bits}" for key, bits in sorted(
+        row.get("bits", {}).items(), key=lambda item: "wba".index(item[0])))
 
 
 def human(count):

@@ -20,6 +20,7 @@ import numpy as np
 from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
 from mayo_lite.layers.thresholds import active_count
 from mayo_lite.net.specs import GROUP_ATTRIBUTE
+from mayo_lite.quantize import Quantizer
 
 
 def _static(shape):
@@ -116,12 +117,46 @@ def _output_density(layer, in_densities, gate_densities):
 
 
 def weight_density(layer):
-    """The fraction of a masked layer's kernel weights its pruning mask keeps; None for a layer without a mask."""
+    """The fraction of a masked layer's kernel weights its pruning mask keeps; None for a layer without a mask (or
+    with a mask of ones that is only there to carry quantizers)."""
     mask = getattr(layer, "mask", None)
     if mask is None or not isinstance(layer, tuple(MAC_COUNTERS)):
         return None
     mask = keras.ops.convert_to_numpy(mask)
+    if getattr(layer, "kernel_quantizer", None) is not None and mask.all():
+        return None
     return float(np.count_nonzero(mask) / mask.size)
+
+
+# variable of a quantized layer -> the quantizer attribute that says its width
+_QUANTIZED = {"kernel": "kernel_quantizer", "bias": "bias_quantizer"}
+
+
+def _bits(layer, row):
+    """Adds the layer's bit widths (weights w, biases b, activation a) and its parameters' size in bits at those
+    widths (32 for what no quantizer touches) to its row."""
+    if isinstance(layer, Quantizer):  # an activation's quantizer, a layer of its own
+        row["bits"]["a"] = layer.bits
+        return
+    for name, attribute in _QUANTIZED.items():
+        quantizer = getattr(layer, attribute, None)
+        if quantizer is not None:
+            row["bits"]["w" if name == "kernel" else "b"] = quantizer.bits
+    for weight in _parameters(layer):
+        key = "w" if weight is getattr(layer, "_kernel", getattr(layer, "kernel", None)) else (
+            "b" if weight is getattr(layer, "bias", None) else None)
+        row["size_bits"] += math.prod(weight.shape) * (row["bits"].get(key) or 32)
+
+
+def _parameters(layer):
+    """A layer's parameters: not its scalars (a gate's last density, a moving threshold), pruning mask, or
+    quantizers' state, which are bookkeeping."""
+    if isinstance(layer, Quantizer):
+        return []
+    state = {id(weight) for sub in layer._flatten_layers(include_self=False) if isinstance(sub, Quantizer)
+             for weight in sub.weights}
+    return [weight for weight in layer.weights if len(weight.shape) and weight is not getattr(layer, "mask", None)
+            and id(weight) not in state]
 
 
 def layer_table(model, gate_densities=None):
@@ -159,11 +194,11 @@ def _walk(model, gate_densities, rows, tensor_density, prefix):
             tensor_density[id(tensor)] = out_density
         group = prefix + getattr(layer, GROUP_ATTRIBUTE, layer.name)
         row = rows.setdefault(group, {"name": group, "types": [], "params": 0, "macs": 0, "effective_macs": 0.0,
-                                      "gate_macs": 0.0, "in_density": in_densities[0], "weight_density": None})
+                                      "gate_macs": 0.0, "in_density": in_densities[0], "weight_density": None,
+                                      "bits": {}, "size_bits": 0})
         row["types"].append(type(layer).__name__)
-        # Scalars (a gate's last density, a moving threshold) and pruning masks are bookkeeping, not parameters.
-        row["params"] += sum(math.prod(weight.shape) for weight in layer.weights
-                             if len(weight.shape) and weight is not getattr(layer, "mask", None))
+        row["params"] += sum(math.prod(weight.shape) for weight in _parameters(layer))
+        _bits(layer, row)
         macs = layer_macs(layer)
         row["macs"] += macs
         kept = weight_density(layer)
@@ -183,4 +218,5 @@ def totals(rows):
     """Summed parameters, dense MACs, effective MACs (gate MACs included) and gate MACs."""
     gates = sum(row["gate_macs"] for row in rows)
     return {"params": sum(row["params"] for row in rows), "macs": sum(row["macs"] for row in rows),
-            "effective_macs": sum(row["effective_macs"] for row in rows) + gates, "gate_macs": gates}
+            "effective_macs": sum(row["effective_macs"] for row in rows) + gates, "gate_macs": gates,
+            "size_bits": sum(row["size_bits"] for row in rows)}

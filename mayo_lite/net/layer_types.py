@@ -7,7 +7,8 @@ import logging
 import keras
 
 from mayo_lite.errors import ConfigError, with_suggestions
-from mayo_lite.layers import GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze
+from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, MaskedDense, MaskedDepthwiseConv2D, ReduceMean,
+                              Squeeze)
 from mayo_lite.layers.reshaping import SpaceToDepth
 from mayo_lite.layers.arguments import GateArgumentError
 from mayo_lite.net.specs import BATCH_NORM_KEYS, CONV_KEYS, POOL_KEYS, pair, sequence
@@ -29,7 +30,8 @@ def _convolution(builder):
         kernel_regularizer=builder.regularizer("weights_regularizer"),
         trainable=builder.trainable(),
         name=builder.name,
-        **builder.bias_arguments()))
+        **builder.bias_arguments(),
+        **builder.weight_quantizers(use_bias=builder.get("normalizer_fn") is None)))
     builder.finish(conv)
 
 
@@ -111,7 +113,9 @@ def _depthwise(builder, name):
     if explicit:
         builder.keep(keras.layers.ZeroPadding2D(explicit, name=f"{builder.name}.pad"))
     separable = name != builder.name
-    return builder.keep(keras.layers.DepthwiseConv2D(
+    quantizers = builder.weight_quantizers("depthwise_weights", use_bias=not separable
+                                           and builder.get("normalizer_fn") is None)
+    return builder.keep((MaskedDepthwiseConv2D if quantizers else keras.layers.DepthwiseConv2D)(
         pair(builder.get("kernel_size"), "kernel_size", builder.where),
         strides=pair(builder.get("stride", 1), "stride", builder.where),
         dilation_rate=pair(builder.get("rate", 1), "rate", builder.where),
@@ -123,6 +127,7 @@ def _depthwise(builder, name):
             "depthwise_regularizer" if builder.get("depthwise_regularizer") is not None else "weights_regularizer"),
         trainable=builder.trainable(),
         name=name,
+        **quantizers,
         **({"use_bias": False} if separable else builder.bias_arguments())))
 
 
@@ -139,17 +144,20 @@ def _depthwise_separable_convolution(builder):
         kernel_regularizer=builder.regularizer("weights_regularizer"),
         trainable=builder.trainable(),
         name=builder.name,
-        **builder.bias_arguments()))
+        **builder.bias_arguments(),
+        **builder.weight_quantizers(use_bias=builder.get("normalizer_fn") is None)))
     builder.finish(pointwise)
 
 
 def _fully_connected(builder):
-    dense = builder.keep(keras.layers.Dense(
+    quantizers = builder.weight_quantizers(use_bias=builder.get("normalizer_fn") is None)
+    dense = builder.keep((MaskedDense if quantizers else keras.layers.Dense)(
         builder.integer("num_outputs", None),
         kernel_initializer=builder.initializer("weights_initializer", "glorot_uniform"),
         kernel_regularizer=builder.regularizer("weights_regularizer"),
         trainable=builder.trainable(),
         name=builder.name,
+        **quantizers,
         **builder.bias_arguments()))
     builder.finish(dense)
 

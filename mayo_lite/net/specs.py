@@ -8,6 +8,7 @@ import keras
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError, with_suggestions
 from mayo_lite.layers import MaskedConv2D
+from mayo_lite.quantize.spec import SpecError, from_spec
 
 GROUP_ATTRIBUTE = "mayo_group"
 
@@ -44,6 +45,25 @@ class LayerBuilder:
         self._where_key = where_key
         self.masked = masked
         self.slimming = slimming
+        # `quantize:` (Mayo's quantizers, put there by the config's reading of `overrider:`): target -> {spec, where}
+        self.quantize = dict(spec.get("quantize") or {})
+
+    def quantizer(self, target, layer_name=None):
+        """The quantizer of one of the layer's variables (weights, biases, activation, depthwise_weights), or None;
+        a ConfigError naming the file and key of a bad setting. Each is taken once: what is left was not used."""
+        entry = self.quantize.pop(target, None)
+        if entry is None:
+            return None
+        try:
+            return from_spec(entry["spec"], name=f"{layer_name or self.name}.{target}", observe=target == "activation")
+        except SpecError as error:
+            raise ConfigError(f"{entry['where']}{'.' + error.key if error.key else ''}: {error}") from None
+
+    def weight_quantizers(self, weights="weights", use_bias=True):
+        """The `kernel_quantizer`/`bias_quantizer` arguments of a masked layer (empty when there are none)."""
+        arguments = {"kernel_quantizer": self.quantizer(weights),
+                     "bias_quantizer": self.quantizer("biases") if use_bias else None}
+        return {key: value for key, value in arguments.items() if value is not None}
 
     def slim(self, batch_norm):
         """Network slimming (Liu et al., 2017): an L1 penalty on the batch norm's scales, when the model asks."""
@@ -52,8 +72,9 @@ class LayerBuilder:
 
     @property
     def convolution_class(self):
-        """Conv2D, or with masks (static pruning) the drop-in MaskedConv2D."""
-        return MaskedConv2D if self.masked else keras.layers.Conv2D
+        """Conv2D, or with masks (static pruning) or quantizers the drop-in MaskedConv2D."""
+        quantized = "weights" in self.quantize or "biases" in self.quantize
+        return MaskedConv2D if self.masked or quantized else keras.layers.Conv2D
 
     def where_key(self, key):
         """Where `key` of this layer was set (the file that set it, which may not be the layer's), for errors."""
@@ -133,10 +154,17 @@ class LayerBuilder:
             batch_norm = self.keep(normalizer.build(f"{self.name}.bn"))
             batch_norm.trainable = self.trainable()
             self.slim(batch_norm)
+        self.quantize_activation()
         activation = self.activation()
         if activation is not None:
             self.keep(keras.layers.Activation(activation, name=f"{self.name}.act"))
         return main
+
+    def quantize_activation(self):
+        """Mayo applies an activation's quantizer after the normalizer, before the activation function."""
+        quantizer = self.quantizer("activation", f"{self.name}.quantize")
+        if quantizer is not None:
+            self.keep(quantizer)
 
     def bias_arguments(self):
         use_bias = self.spec.get("normalizer_fn") is None
@@ -162,12 +190,13 @@ class _ForInput:
 
 
 def check_keys(spec, allowed, where):
-    # The runner reads Mayo's pruners into the `prune:` section before it builds (mayo_lite.config.mayo_overriders).
+    # The runner reads Mayo's overriders before it builds (mayo_lite.config.mayo_overriders): pruners into the
+    # `prune:` section, quantizers into `quantize:`; one left here was not read that way.
     overrider = next((key for key in spec if key == "overrider" or str(key).endswith("_overrider")), None)
     if overrider is not None:
-        raise ConfigError(f"{where}.{overrider}: Mayo's overriders (quantizers, mayo.override.*) are not supported; "
-                          "use the `prune:` section for pruning")
-    unknown = sorted(str(key) for key in spec if key != "type" and key not in allowed)
+        raise ConfigError(f"{where}.{overrider}: Mayo's overriders are read by the runner's configuration, not by "
+                          "build_model; use the `prune:` section for pruning, mayo_lite.quantize for quantizers")
+    unknown = sorted(str(key) for key in spec if key not in ("type", "quantize") and key not in allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key {', '.join(with_suggestions(unknown, allowed))} for {spec['type']} "
                           f"(accepted: {', '.join(sorted(allowed))})")

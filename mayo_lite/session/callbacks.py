@@ -17,6 +17,7 @@ import keras
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError, UserError
 from mayo_lite.files import output_path
+from mayo_lite.quantize import QuantizerUpdate, quantizer_layers
 from mayo_lite.weights.checkpoint import epoch_name
 
 log = logging.getLogger("mayo_lite")
@@ -103,12 +104,14 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
 def from_config(cfg, session, gradual=None):
     """The callbacks of a `train` action, in the order they run: the progress bar, divergence, gradual pruning,
-    the config's own (`train.callbacks`), checkpoints, TensorBoard (`system.log.tensorboard`) and the CSV history
+    the quantizers' updates (Mayo's overriders-update, when the model has quantizers), the config's own (`train.callbacks`), checkpoints, TensorBoard (`system.log.tensorboard`) and the CSV history
     (`system.log.history`); on a worker other than the chief of a multi-worker run, these write to its scratch
     directory (`mayo_lite.files.output_path`)."""
     callbacks = [ProgressBar(), Divergence()]
     if gradual is not None:
         callbacks.append(gradual)
+    if any(quantizer_layers(session.model)):
+        callbacks.append(QuantizerUpdate())
     callbacks += user_callbacks(cfg)
     callbacks.append(Checkpoints(session, cfg.get("system.checkpoint.save.interval"),
                                  cfg.get("system.checkpoint.save.keep", None)))

@@ -52,10 +52,12 @@ def info(runner):
     elif cost.masked:
         print(f"with pruning masks: dense {total['macs']:,} MACs, effective {effective:,} MACs ({human(effective)}), "
               f"{total['macs'] / max(effective, 1):.2f}× fewer", flush=True)
+    if cost.quantized:
+        print(cost.size_line(), flush=True)
 
     def value(key, row):
         number = row[key]
-        if number is None or isinstance(number, int):
+        if number is None or isinstance(number, (int, dict)):
             return number
         return round(number) if key.endswith("macs") else round(number, 6)
     layers = [{"name": row["name"], "output_shape": list(row["output_shape"]),
