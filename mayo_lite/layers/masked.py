@@ -68,6 +68,15 @@ def constrain_to_mask(layer):
                                          getattr(layer, "_regrow_switch", None))
 
 
+def _quantizer(value, argument):
+    if value is None or isinstance(value, keras.layers.Layer):
+        return value
+    if isinstance(value, dict):  # from a config
+        return keras.saving.deserialize_keras_object(value)
+    raise ValueError(f"Invalid value received for argument `{argument}`. Expected a quantizer layer "
+                     f"(mayo_lite.quantize) or None. Received: {argument}={value!r}")
+
+
 def _add_mask(layer):
     layer.mask = layer.add_weight(name="mask", shape=kernel_variable(layer).shape, initializer="ones",
                                   trainable=False)
@@ -144,15 +153,6 @@ class _Masked:
 
     def save_own_variables(self, store):
         keras.layers.Layer.save_own_variables(self, store)
-
-
-def _quantizer(value, argument):
-    if value is None or isinstance(value, keras.layers.Layer):
-        return value
-    if isinstance(value, dict):  # from a config
-        return keras.saving.deserialize_keras_object(value)
-    raise ValueError(f"Invalid value received for argument `{argument}`. Expected a quantizer layer "
-                     f"(mayo_lite.quantize) or None. Received: {argument}={value!r}")
 
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)

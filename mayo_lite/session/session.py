@@ -73,8 +73,6 @@ class Session:
         source = continue_from if continue_from is not None else self._selected_path()
         # Mayo's pruning overriders on layers are read as `prune:` settings (session/pruning.py reads them too).
         mayo = translate(self.cfg.get("model"), cfg.where)  # self.cfg: num_classes after the background rule
-        if mayo.summary:
-            log.info("%s", mayo.summary)
         self.model_spec = mayo.model  # the model section without them
         # Convolutions carry pruning masks when the config prunes or the checkpoint was pruned; otherwise a plain
         # model pays nothing for them.
@@ -84,6 +82,8 @@ class Session:
         keras.mixed_precision.set_global_policy(cfg.get("system.precision"))
         with self.strategy.scope():
             self.model = build_model(self.model_spec, self.input_shape(), origin=cfg.origin, masked=self.masked)
+        if mayo.summary:  # once the model is built: a bad quantizer setting is the only line the user sees
+            log.info("%s", mayo.summary)
             self.epoch = EpochCounter()
             self.optimizer = self._optimizer()
         self._pipelines = {}
