@@ -46,6 +46,7 @@ def page():
     from mayo_lite.data.preprocess import PREPROCESS_STEPS
     from mayo_lite.data.sources import SOURCES
     from mayo_lite.net.layer_types import GATE_PARAMS, LAYER_TYPES
+    from mayo_lite.quantize import QUANTIZERS
     from mayo_lite.prune.schedule import SCHEDULES
     from mayo_lite.registry import CALLBACKS
     from mayo_lite.session.pruning import DEFAULTS, MEANINGS
@@ -105,6 +106,13 @@ def page():
         "",
         "`gate_params` of a `gated_convolution`: " + ", ".join(code(k) for k in GATE_PARAMS) +
         " ([fbs.md](fbs.md); `density` is required).",
+        "",
+        "`overrider` of a layer (Mayo's, [quantization.md](quantization.md)): `weights`, `biases`, "
+        "`depthwise_weights` or `activation`, each a mapping of names to `{type: mayo.override.NAME, ...}`. "
+        "Quantizers and their arguments (all also take `should_update`, `enable`, `_priority`):",
+        "",
+        table(["quantizer", "arguments"], [(code(name), ", ".join(code(a) for a in cls.ARGUMENTS))
+                                           for name, cls in QUANTIZERS.items()]),
         "",
         "## Datasets",
         "",

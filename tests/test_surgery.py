@@ -260,14 +260,12 @@ def test_the_runner_trains_a_mayo_model_with_a_surgery_pruner(workspace, capsys)
     assert rows["conv1"]["weight_density"] < 1
 
 
-def test_a_quantizer_overrider_is_still_refused(workspace, capsys):
+def test_a_quantizer_in_the_legacy_overrider_form_quantizes_its_layer(workspace, capsys):
     run = workspace({"lenet.yaml": MODEL})
     quantizer = "{type: mayo.override.FixedPointQuantizer, width: 8, point: 2}"
-    assert run("lenet.yaml", f"model.layers.conv1.weights_overrider={quantizer}", "train") == 2
-    err = capsys.readouterr().err
-    assert "model.layers.conv1.weights_overrider: Mayo's overriders (quantizers, mayo.override.*) are not " \
-           "supported; use the `prune:` section for pruning" in err
-    assert not Path("checkpoints").exists()
+    assert run("lenet.yaml", f"model.layers.conv1.weights_overrider={quantizer}", "info") == 0
+    conv1 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("conv1 "))
+    assert " w8 " in f"{conv1} "
 
 
 def test_the_overrider_files_of_mayo_read_as_a_surgery_schedule(tmp_path):
@@ -339,7 +337,7 @@ def test_network_slimmers_read_as_channel_pruning_with_an_l1_penalty_on_the_scal
     ({"type": "mayo.override.DynamicNetworkSurgeryPruner", "alpah": 1}, "alpah (did you mean alpha?)"),
     ({"type": "mayo.override.NetworkSlimmer", "density": 0.5}, "overrides `activation`, not `weights`"),
     ({"type": "mayo.override.DynamicNetworkSurgeryPruner", "on_factor": 0.8}, "off_factor (0.9) above on_factor"),
-    ({"type": "tensorflow.identity"}, "not supported; use the `prune:` section"),
+    ({"type": "tensorflow.identity"}, "not one of Mayo's overriders this project reads"),
 ])
 def test_overriders_that_cannot_be_read_are_config_errors(overrider, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

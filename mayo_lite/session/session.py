@@ -82,10 +82,10 @@ class Session:
         keras.mixed_precision.set_global_policy(cfg.get("system.precision"))
         with self.strategy.scope():
             self.model = build_model(self.model_spec, self.input_shape(), origin=cfg.origin, masked=self.masked)
-        if mayo.summary:  # once the model is built: a bad quantizer setting is the only line the user sees
-            log.info("%s", mayo.summary)
             self.epoch = EpochCounter()
             self.optimizer = self._optimizer()
+        if mayo.summary:  # once the model is built: a bad quantizer setting is the only line the user sees
+            log.info("%s", mayo.summary)
         self._pipelines = {}
         self._loops = None
         self.checkpoint_path = None  # the last checkpoint this session loaded or saved
