@@ -206,3 +206,46 @@ def overflow(x, point, width):
     scaled = np.round(x * 2.0 ** (width - point))
     scaled = scaled[scaled != 0]
     return np.mean((scaled < -2 ** (width - 1)) | (scaled > 2 ** (width - 1) - 1))
+
+
+QUANTIZED_MODEL = """
+model:
+  name: quantized
+  layers:
+    conv0:
+      type: convolution
+      kernel_size: 3
+      num_outputs: 8
+      normalizer_fn: batch_norm
+      overrider:
+        weights: {dynamic: {type: DGQuantizer, width: 8, overflow_rate: 0.0}}
+        activation: {fixed: {type: FixedPointQuantizer, width: 8, point: 4}}
+    pool: {type: reduce_mean, axis: [1, 2]}
+    logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
+  graph: {from: input, with: [conv0, pool, logits], to: output}
+train: {learning_rate: 0.05, optimizer: {type: sgd}}
+system: {batch_size_per_gpu: 16, max_epochs: 1, seed: 0}
+"""
+
+
+def test_int8_export_takes_the_learned_ranges_and_bench_times_it(workspace, capsys):
+    from ai_edge_litert.interpreter import Interpreter
+
+    run = workspace({"synthetic.yaml": synthetic_dataset(channels=3, train=64, validate=64),
+                     "model.yaml": QUANTIZED_MODEL})
+    assert run("synthetic.yaml", "model.yaml", "train", "system.export.images=64",
+               "system.export.formats=[keras, tflite_int8]", "export-model") == 0
+    out = capsys.readouterr().out
+    assert "tflite_int8 takes the learned ranges of 1 fixed-point activation quantizer" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("tflite_int8"))
+    assert float(line.split("top-1 agreement ")[1].rstrip("%")) >= 95
+    # the activation after conv0 (ReLU fused) holds Mayo's grid: width 8, point 4 is a step of 1/16 around 0
+    interpreter = Interpreter(model_path="exported/quantized_int8.tflite")
+    conv = [t["quantization_parameters"] for t in interpreter.get_tensor_details() if "conv0" in t["name"]
+            and "Relu" in t["name"] and len(t["quantization_parameters"]["scales"]) == 1]  # not the bias
+    assert conv and conv[0]["scales"].tolist() == [1 / 16] and conv[0]["zero_points"].tolist() == [0]
+    assert run("synthetic.yaml", "model.yaml", "system.checkpoint.load=latest", "system.bench.images=4",
+               "system.bench.repeats=1", "bench") == 0
+    out = capsys.readouterr().out
+    assert "quantized, int8 TensorFlow Lite" in out and "int8 TensorFlow Lite:" in out
+    assert "× the float TensorFlow Lite model" in out

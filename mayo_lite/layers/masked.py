@@ -83,6 +83,12 @@ def _add_mask(layer):
     if layer.regrow:
         _add_regrow_switch(layer, 1.0)
     constrain_to_mask(layer)
+    # The quantizers' state exists once the layer is built, so that a checkpoint loaded before the first call
+    # finds it.
+    for quantizer, variable in ((layer.kernel_quantizer, kernel_variable(layer)),
+                                (layer.bias_quantizer, getattr(layer, "bias", None))):
+        if quantizer is not None and variable is not None and not quantizer.built:
+            quantizer.build(tuple(variable.shape))
 
 
 def _add_regrow_switch(layer, value):

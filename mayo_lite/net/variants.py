@@ -31,6 +31,16 @@ def without_gates(model):
     return _map_gated(model, lambda plain, gate: plain)
 
 
+def without_quantizers(model):
+    """The resolved `model` section without its layers' quantizers (the `quantize:` keys Mayo's overriders
+    become): the float model a quantization-aware one computes in float."""
+    if isinstance(model, list):
+        return [without_quantizers(item) for item in model]
+    if isinstance(model, dict):
+        return {key: without_quantizers(value) for key, value in model.items() if key != "quantize"}
+    return model
+
+
 def static_width(model):
     """The dense counterpart with each gated convolution narrowed to the channels its gate keeps,
     `ceil(num_outputs · density)` (all of them when the gate is disabled): the static network that does the same

@@ -123,15 +123,17 @@ def quantize_model(model, weights=None, biases=None, activations=None, layers=No
 
 
 def strip_quantizers(model):
-    """A copy of `model` for deployment: every quantized layer becomes the plain Keras layer it was, holding
-    `quantize(kernel · mask)` and `quantize(bias)` as its weights, so it saves, loads and exports without mayo-lite.
+    """A copy of `model` for deployment: every quantized (or masked) layer becomes the plain Keras layer it was,
+    holding `quantize(kernel · mask)` and `quantize(bias)` as its weights, so it exports as any Keras model does.
     Activation quantizers stay: they are part of what the model computes. The copy's outputs are the model's in
     inference."""
     check_model(model, "strip_quantizers")
+    if not any(quantizer_layers(model)):
+        raise ModelError(f"strip_quantizers: model {model.name!r} has no quantizer")
     originals = {}
 
     def replace(layer):
-        if type(layer) not in _MASKED or (layer.kernel_quantizer is None and layer.bias_quantizer is None):
+        if type(layer) not in _MASKED:
             return None
         base = next(cls for cls, masked in MASKED_LAYERS.items() if type(layer) is masked)
         originals[id(layer)] = layer
@@ -139,8 +141,6 @@ def strip_quantizers(model):
                                  if key not in ("kernel_quantizer", "bias_quantizer", "regrow")})
 
     copied, replaced = clone(model, replace)
-    if not replaced:
-        raise ModelError(f"strip_quantizers: model {model.name!r} has no quantized layer")
     for key, target in replaced.items():
         layer = originals[key]
         quantized = {"kernel": layer.masked_kernel(kernel_variable(layer))}

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from mayo_lite import registry, weights
 from mayo_lite.config.mayo_overriders import translate
+from mayo_lite.quantize import quantizer_layers, update_quantizers
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
@@ -310,6 +311,12 @@ class Session:
         self.epoch.assign(epoch)
         self.checkpoint_path = path
         log.info("loaded %s (epoch %s)", description, epoch_text(epoch))
+        # A float checkpoint in a quantized model: the weight quantizers' state (a point, a bias) comes from the
+        # loaded weights, as Mayo's overriders-update would, rather than from its defaults.
+        fresh = {id(targets[name]) for name in missing}
+        if any(id(v) in fresh for _, kind, q in quantizer_layers(self.model) if kind != "activation" for v in q.weights):
+            update_quantizers(self.model, activations=False)
+            log.info("weight quantizers updated from the loaded weights (the checkpoint has no quantizer state)")
         if translated:
             log.info("the gates of %s start from the dense batch norms: predictor bias from the scale, beta from "
                      "the offset, and their moving statistics", ", ".join(translated))

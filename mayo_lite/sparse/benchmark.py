@@ -13,6 +13,8 @@ The variants, each optional but the first:
                      the sparse path's engine: what a static pruning of the same width costs there, the ceiling of
                      the sparse path
     static_tflite_ms the same static network under TensorFlow Lite
+    quantized_ms     a quantization-aware model in Keras (its quantizers computed in float)
+    int8_tflite_ms   the same model as int8 TensorFlow Lite (learned fixed-point ranges where it has them)
 """
 
 import logging
@@ -36,6 +38,8 @@ LABELS = {
     "sparse_ms": "gated, active channels only (sparse)",
     "static_ms": "static network of the gates' width",
     "static_tflite_ms": "static network, TensorFlow Lite",
+    "quantized_ms": "quantization-aware model (Keras)",
+    "int8_tflite_ms": "quantized, int8 TensorFlow Lite",
 }
 
 
@@ -48,15 +52,20 @@ def _interpreter(content):
     return Interpreter(model_content=content, num_threads=os.cpu_count())
 
 
-def tflite_runner(model):
-    """A batch-1 runner of `model` converted to TensorFlow Lite (float32; XNNPACK is the default delegate).
+def tflite_runner(model, calibration=None):
+    """A batch-1 runner of `model` converted to TensorFlow Lite (float32; XNNPACK is the default delegate), or with
+    `calibration` images to int8 (weights and activations; FakeQuant ranges in the model are kept).
 
     Converted from a SavedModel written by Keras' `model.export`: converting the traced function directly gives
     NaN outputs with TensorFlow 2.21 and Keras 3.
     """
     with tempfile.TemporaryDirectory() as directory:
         model.export(directory, format="tf_saved_model", verbose=False)
-        content = tf.lite.TFLiteConverter.from_saved_model(directory).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        if calibration is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([np.asarray(image, np.float32)] for image in calibration)
+        content = converter.convert()
     interpreter = _interpreter(content)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]["index"]
@@ -73,7 +82,8 @@ def _largest_difference(first, second, images):
     return max(float(np.max(np.abs(np.asarray(first(image)) - np.asarray(second(image))))) for image in images)
 
 
-def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tflite=True, sparse=None):
+def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tflite=True, sparse=None,
+            quantized=None, int8=None):
     """Times the variants above on `images` (each (1, H, W, C) float32), interleaved; returns
     `(milliseconds, differences)`: `{key: median ms per image}` and `{description: largest output difference}`
     for each compiled or converted variant against the Keras model it stands for.
@@ -86,6 +96,8 @@ def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tfli
         static: the static network of the gates' width (adds static_ms).
         tflite: also time the dense model under TensorFlow Lite (skipped with a notice if conversion fails), or
             a `tflite_runner` of it made before.
+        quantized: a quantization-aware model (adds quantized_ms), and `int8` its int8 TensorFlow Lite runner
+            (adds int8_tflite_ms, checked against it).
     """
     runners = {"dense_ms": keras_runner(dense), "dense_folded_ms": InferenceProgram(dense)}
     checks = {"folded dense vs Keras dense": ("dense_folded_ms", "dense_ms")}
@@ -100,6 +112,11 @@ def measure(dense, images, repeats=5, gated=None, masked=None, static=None, tfli
             log.warning("bench: no TensorFlow Lite row (%s: %s)", type(error).__name__, str(error).splitlines()[0])
     if masked is not None:
         runners["masked_ms"] = keras_runner(masked)
+    if quantized is not None:
+        runners["quantized_ms"] = keras_runner(quantized)
+        if int8 is not None:
+            runners["int8_tflite_ms"] = int8
+            checks["int8 TensorFlow Lite vs Keras quantized"] = ("int8_tflite_ms", "quantized_ms")
     engine = "auto"
     if gated is not None:
         runners["gated_ms"] = keras_runner(gated)

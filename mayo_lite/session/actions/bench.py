@@ -21,10 +21,14 @@ import yaml
 from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.files import write_atomically
 from mayo_lite.layers import gated_layers
-from mayo_lite.net import build_model, static_width, without_gates
+from mayo_lite.net import build_model, static_width, without_gates, without_quantizers
+from mayo_lite.net.folding import fold_batch_norms
+from mayo_lite.quantize import quantizer_layers, strip_quantizers
+from mayo_lite.quantize.export import with_fake_quant
+from mayo_lite.session.actions.export_formats import quiet
 from mayo_lite.session.actions.export_model import copy_folded
 from mayo_lite.sparse import InferenceProgram, SparseGatedModel, UnsupportedModel
-from mayo_lite.sparse.benchmark import measure, speedups, table
+from mayo_lite.sparse.benchmark import measure, speedups, table, tflite_runner
 from mayo_lite.sparse.profile import profile
 from mayo_lite.sparse.profile import table as profile_table
 
@@ -50,7 +54,24 @@ def _images(session, count):
     return images, source
 
 
-def _variants(cfg, session):
+def _quantized_variants(cfg, session, images):
+    """A quantization-aware model: the float model it quantizes (the same weights, no quantizers) is the dense
+    row and its float TensorFlow Lite the bar; the model itself in Keras, and as int8 TensorFlow Lite."""
+    dense = build_model(without_quantizers(session.model_spec), session.input_shape(), origin=cfg.origin)
+    copy_folded(session.model, dense)
+    variants = {"dense": dense, "quantized": session.model}
+    if cfg.boolean("system.bench.tflite"):
+        folded, _ = fold_batch_norms(strip_quantizers(session.model))
+        try:
+            with quiet():  # the converter's C++ lines ("fully_quantize: 0, ...")
+                variants["int8"] = tflite_runner(with_fake_quant(folded)[0], calibration=images[:100])
+        except Exception as error:  # the converter fails in many ways; the other rows still stand
+            log.warning("bench: no int8 TensorFlow Lite row (%s: %s)", type(error).__name__,
+                        str(error).splitlines()[0])
+    return variants
+
+
+def _variants(cfg, session, images):
     """The keyword arguments of `measure` for the session's model, and what the table is about."""
     model, shape = session.model_spec, session.input_shape()
     if list(gated_layers(session.model)):
@@ -62,6 +83,8 @@ def _variants(cfg, session):
         narrow = static_width(model)
         static = build_model(narrow, shape, origin=cfg.origin) if narrow is not None else None
         return {"dense": dense, "gated": session.model, "sparse": sparse, "static": static}, "gated"
+    if any(quantizer_layers(session.model)):
+        return _quantized_variants(cfg, session, images), "quantized"
     if session.masked:
         plain = build_model(model, shape, origin=cfg.origin, masked=False)
         copy_folded(session.model, plain)
@@ -73,8 +96,8 @@ def bench(runner):
     cfg, session = runner.cfg, runner.session()
     count, repeats = cfg.integer("system.bench.images", 1), cfg.integer("system.bench.repeats", 1)
     tflite = cfg.boolean("system.bench.tflite")
-    variants, kind = _variants(cfg, session)
     images, source = _images(session, count)
+    variants, kind = _variants(cfg, session, images)
     milliseconds, differences = measure(images=images, repeats=repeats, tflite=tflite, **variants)
     ratios = speedups(milliseconds)
     print(f"latency of one image of {session.model.name}, {source}, median of {repeats} passes, "
@@ -92,12 +115,15 @@ def bench(runner):
                  if "sparse_over_static" in ratios else ""))
         if cfg.boolean("system.bench.profile"):
             _print_profile(sparse, variants["dense"], images[0])
+    elif "int8_tflite_ms" in milliseconds and "tflite_ms" in milliseconds:
+        print(f"int8 TensorFlow Lite: {milliseconds['tflite_ms'] / milliseconds['int8_tflite_ms']:.2f}× the float "
+              f"TensorFlow Lite model, {milliseconds['dense_ms'] / milliseconds['int8_tflite_ms']:.2f}× dense Keras")
     else:
         print(f"no sparse row: {session.model.name} has no gated (FBS) convolutions, so no channel is skipped; "
               f"a gated variant (configs/models/gate/) runs sparsely")
     if cfg.get("system.info.plumbing", False):
         keys = ("dense_ms", "dense_folded_ms", "tflite_ms", "masked_ms", "gated_ms", "sparse_ms", "static_ms",
-                "static_tflite_ms")
+                "static_tflite_ms", "quantized_ms", "int8_tflite_ms")
         record = {key: milliseconds.get(key) for key in keys} | {
             key: ratios.get(key) for key in ("speedup", "speedup_vs_folded", "speedup_vs_tflite",
                                              "sparse_over_static")} | {
