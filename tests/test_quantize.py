@@ -239,3 +239,9 @@ def test_quantize_model_refuses_what_it_cannot_quantize():
     with pytest.raises(ValueError, match="has no Conv2D, DepthwiseConv2D or Dense layer"):
         quantize.quantize_model(keras.Model(inputs, keras.layers.ReLU()(inputs)),
                                 weights=quantize.FixedPointQuantizer(width=8, point=2))
+
+
+def test_the_configuration_knows_every_quantizer_by_name():
+    from mayo_lite.config.mayo_overriders import QUANTIZERS  # the config room names them without importing Keras
+
+    assert set(QUANTIZERS) == set(quantize.QUANTIZERS)

@@ -126,7 +126,9 @@ def _pruners(value, target, path, layer, spec, where, quantized):
     if not isinstance(value, dict):
         raise ConfigError(f"{where(path)}: {REFUSED} (expected an overrider mapping with `type`, got {value!r})")
     kind = value["type"]
-    name = kind.rsplit(".", 1)[-1] if isinstance(kind, str) and kind.startswith("mayo.override.") else kind
+    if not isinstance(kind, str):
+        raise ConfigError(f"{where(path)}.type: expected the name of one of Mayo's overriders, got {kind!r}")
+    name = kind.rsplit(".", 1)[-1] if kind.startswith("mayo.override.") else kind
     if name in QUANTIZERS:
         if target not in TARGETS:
             raise ConfigError(f"{where(path)}: a quantizer overrides one of {', '.join(TARGETS)}, not `{target}`")
