@@ -22,9 +22,8 @@ from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.files import write_atomically
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model, static_width, without_gates, without_quantizers
-from mayo_lite.net.folding import fold_batch_norms
-from mayo_lite.quantize import quantizer_layers, strip_quantizers
-from mayo_lite.quantize.export import with_fake_quant
+from mayo_lite.quantize import quantizer_layers
+from mayo_lite.quantize.export import int8_ready
 from mayo_lite.session.actions.export_formats import quiet
 from mayo_lite.session.actions.export_model import copy_folded
 from mayo_lite.sparse import InferenceProgram, SparseGatedModel, UnsupportedModel
@@ -61,10 +60,9 @@ def _quantized_variants(cfg, session, images):
     copy_folded(session.model, dense)
     variants = {"dense": dense, "quantized": session.model}
     if cfg.boolean("system.bench.tflite"):
-        folded, _ = fold_batch_norms(strip_quantizers(session.model))
         try:
             with quiet():  # the converter's C++ lines ("fully_quantize: 0, ...")
-                variants["int8"] = tflite_runner(with_fake_quant(folded)[0], calibration=images[:100])
+                variants["int8"] = tflite_runner(int8_ready(session.model)[2], calibration=images[:100])
         except Exception as error:  # the converter fails in many ways; the other rows still stand
             log.warning("bench: no int8 TensorFlow Lite row (%s: %s)", type(error).__name__,
                         str(error).splitlines()[0])

@@ -23,8 +23,8 @@ from mayo_lite.files import output_path
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
 from mayo_lite.net.folding import fold_batch_norms, with_keras_layers
-from mayo_lite.quantize import quantizer_layers, strip_quantizers
-from mayo_lite.quantize.export import with_fake_quant
+from mayo_lite.quantize import quantizer_layers
+from mayo_lite.quantize.export import int8_ready
 from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size
 from mayo_lite.sparse import SparseGatedModel, UnsupportedModel, native_kernels, native_runtime
 
@@ -97,15 +97,15 @@ def export_model(runner):
     cfg, session = runner.cfg, runner.session()
     directory = output_path(cfg.get("system.export.path"))
     quantized = any(quantizer_layers(session.model))
-    if quantized:  # the quantized weights baked into plain layers; the activations' quantizers stay
-        plain = strip_quantizers(session.model)
+    if quantized:  # the quantized weights baked in, the activations' quantizers kept; int8 keeps their grids
+        plain, folded, int8_model, norms, learned = int8_ready(session.model)
     else:
         plain = build_model(session.model_spec, session.input_shape(), origin=cfg.origin, masked=False)
         copy_folded(session.model, plain)
-    folded, norms = fold_batch_norms(plain)
+        folded, norms = fold_batch_norms(plain)
     folded, own_layers = with_keras_layers(folded)
-    # int8 from a quantization-aware model: its fixed-point activation ranges, not a calibration, where they fit
-    int8_model, learned = with_fake_quant(folded) if quantized else (folded, 0)
+    if not quantized:
+        int8_model, learned = folded, 0
     sparse = None
     if list(gated_layers(plain)):
         try:
@@ -123,8 +123,9 @@ def export_model(runner):
     reference = 4 * plain.count_params()
     print(f"  the dense model's float32 weights: {_human(reference)}", flush=True)
     if quantized:
-        print(f"  quantized weights baked in; tflite_int8 takes the learned ranges of {learned} fixed-point "
-              "activation quantizer(s) (the other tensors are calibrated)", flush=True)
+        print(f"  quantized weights baked in; tflite_int8 keeps the convolutions' fixed-point weight grids and takes "
+              f"the learned ranges of {learned} fixed-point activation quantizer(s) (the other tensors are "
+              "calibrated)", flush=True)
     written = {}
     for name in cfg.get("system.export.formats"):
         absent = missing(name)
