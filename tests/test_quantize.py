@@ -245,3 +245,44 @@ def test_the_configuration_knows_every_quantizer_by_name():
     from mayo_lite.config.mayo_overriders import QUANTIZERS  # the config room names them without importing Keras
 
     assert set(QUANTIZERS) == set(quantize.QUANTIZERS)
+
+
+ROUND_TRIP = [
+    quantize.FixedPointQuantizer(width=6, point=2, stochastic="ulp"),
+    quantize.DGQuantizer(width=8, overflow_rate=0.01),
+    quantize.CourbariauxQuantizer(width=8, overflow_rate=0.0),
+    quantize.DGTrainableQuantizer(overflow_rate=0.0),
+    quantize.LogQuantizer(width=5, overflow_rate=0.0),
+    quantize.FloatingPointQuantizer(width=6, exponent_bias=3, mantissa_width=2),
+    quantize.ShiftQuantizer(width=3, exponent_bias=0, overflow_rate=0.0),
+    quantize.TernaryQuantizer(base=0),
+    quantize.ChannelTernaryQuantizer(base=1),
+    quantize.IncrementalQuantizer(quantizer=quantize.FixedPointQuantizer(width=4, point=1), interval=0.5),
+    quantize.MixedQuantizer(quantizers={"a": quantize.FixedPointQuantizer(width=2, point=1),
+                                        "b": quantize.FixedPointQuantizer(width=8, point=2)}, interval=0.5),
+    quantize.Recentralizer(quantizer=quantize.FixedPointQuantizer(width=4, point=1),
+                           mean_quantizer=quantize.ShiftQuantizer(width=4, bias=8, overflow_rate=0.0)),
+]
+
+
+@pytest.mark.parametrize("quantizer", ROUND_TRIP, ids=lambda q: type(q).__name__)
+def test_every_quantizers_state_survives_a_keras_file(quantizer, tmp_path):
+    """Updated state (points, biases, masks, labels, means, trained scales) saved and loaded with the model."""
+    keras.utils.set_random_seed(2)
+    qat = quantize.quantize_model(small_model(), weights=quantizer)
+    qat.compile("sgd", "sparse_categorical_crossentropy")
+    images = RNG.standard_normal((32, 8, 8, 3)).astype(np.float32)
+    qat.fit(images, RNG.integers(0, 4, 32), epochs=2, batch_size=8, verbose=0,
+            callbacks=[quantize.QuantizerUpdate()])
+    path = tmp_path / "model.keras"
+    qat.save(path)
+    loaded = keras.models.load_model(path)
+    for layer in ("conv", "depthwise", "logits"):
+        before = qat.get_layer(layer).kernel_quantizer
+        after = loaded.get_layer(layer).kernel_quantizer
+        assert type(after) is type(before)
+        for old, new in zip(before.weights, after.weights):
+            np.testing.assert_array_equal(new.numpy(), old.numpy())
+    if quantizer.stochastic if hasattr(quantizer, "stochastic") else False:
+        return  # stochastic rounding draws anew at each call
+    np.testing.assert_array_equal(loaded(images).numpy(), qat(images).numpy())

@@ -9,13 +9,21 @@ from keras import ops
 from mayo_lite.quantize.base import Quantizer, is_number, value_of
 
 
-def inner(quantizer, where):
-    """A quantizer from a quantizer or its Keras config (what `from_config` receives)."""
-    if isinstance(quantizer, Quantizer):
-        return quantizer
+def inner(quantizer, where, name):
+    """A fresh quantizer named `name`, from a quantizer or its Keras config (what `from_config` receives): a fixed
+    name, so that its variables' paths (`conv0/conv0.weights/quantizer/point`) are the same in every process and a
+    checkpoint matched by name finds them."""
     if isinstance(quantizer, dict) and "class_name" in quantizer:
-        return keras.saving.deserialize_keras_object(quantizer)
-    raise ValueError(f"{where}: expected a quantizer, got {quantizer!r}")
+        quantizer = keras.saving.deserialize_keras_object(quantizer)
+    if not isinstance(quantizer, Quantizer):
+        raise ValueError(f"{where}: expected a quantizer, got {quantizer!r}")
+    return type(quantizer).from_config({**quantizer.get_config(), "name": name})
+
+
+def build_once(quantizer, shape):
+    """Builds an inner quantizer unless loading a saved model built it already (from its own build config)."""
+    if not quantizer.built:
+        quantizer.build(shape)
 
 
 def _check_fraction(self, argument, value):
@@ -40,14 +48,14 @@ class IncrementalQuantizer(Quantizer):
 
     def __init__(self, quantizer=None, interval=None, count_zero=True, **kwargs):
         super().__init__(**kwargs)
-        self.quantizer = inner(quantizer, "IncrementalQuantizer.quantizer")
+        self.quantizer = inner(quantizer, "IncrementalQuantizer.quantizer", "quantizer")
         self.interval = _check_fraction(self, "interval", interval)
         if not isinstance(count_zero, bool):
             raise self.invalid("count_zero", "True or False", count_zero)
         self.count_zero = count_zero
 
     def build_state(self, shape):
-        self.quantizer.build(shape)
+        build_once(self.quantizer, shape)
         # An activation's batch size varies: its mask is one per position, shared by the images of a batch.
         self.mask = self.state("mask", shape=(1, *shape[1:]) if shape and shape[0] is None else shape, initial=0.0)
         self.updates = self.state("updates", initial=0.0)
@@ -117,7 +125,7 @@ class MixedQuantizer(Quantizer):
         if not isinstance(quantizers, dict) or not quantizers:
             raise self.invalid("quantizers", "a mapping of names to quantizers", quantizers)
         self.names = list(quantizers)
-        self.quantizers = [inner(q, f"MixedQuantizer.quantizers.{name}") for name, q in quantizers.items()]
+        self.quantizers = [inner(q, f"MixedQuantizer.quantizers.{name}", str(name)) for name, q in quantizers.items()]
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.names):
             raise self.invalid("index", f"an integer in [0, {len(self.names) - 1}]", index)
         self.index = index
@@ -126,7 +134,7 @@ class MixedQuantizer(Quantizer):
 
     def build_state(self, shape):
         for quantizer in self.quantizers:
-            quantizer.build(shape)
+            build_once(quantizer, shape)
         self.labels = self.state("channel_mask", shape=(shape[-1],), initial=0.0)
         self.picked = self.state("index", initial=float(self.index))
 
@@ -179,23 +187,22 @@ class Recentralizer(Quantizer):
 
     def __init__(self, quantizer=None, mean_quantizer=None, reg=False, **kwargs):
         super().__init__(**kwargs)
-        self.quantizer = inner(quantizer, "Recentralizer.quantizer")
+        self.quantizer = inner(quantizer, "Recentralizer.quantizer", "quantizer")
         self.mean_quantizers = None
         if mean_quantizer:
-            first = inner(mean_quantizer, "Recentralizer.mean_quantizer")
-            config = keras.saving.serialize_keras_object(first)
-            self.mean_quantizers = (first, keras.saving.deserialize_keras_object(config))
+            self.mean_quantizers = tuple(inner(mean_quantizer, "Recentralizer.mean_quantizer", name)
+                                         for name in ("positives_mean", "negatives_mean"))
         if not (reg is False or is_number(reg) and reg >= 0):
             raise self.invalid("reg", "false or a non-negative number", reg)
         self.reg = float(reg or 0.0)
 
     def build_state(self, shape):
-        self.quantizer.build(shape)
+        build_once(self.quantizer, shape)
         self.positives = self.state("positives", shape=shape, initial=1.0)
         self.means = self.state("means", shape=(2,), initial=0.0)
         self.means.assign(np.array([1.0, -1.0], np.float32))  # Mayo's initial positives_mean, negatives_mean
         for quantizer in self.mean_quantizers or ():
-            quantizer.build(())
+            build_once(quantizer, ())
 
     def _mean(self, which):
         mean = self.means[which]

@@ -134,9 +134,10 @@ class CourbariauxQuantizer(_DynamicFixedPoint):
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class DGTrainableQuantizer(DGQuantizer):
-    """Mayo's DGTrainableQuantizer: a DGQuantizer whose width is a trainable variable (initially 16) that, as Mayo
-    says, no gradient reaches yet. (Mayo passes width and point to `_quantize` in swapped order; here they are in
-    the order its signature names them.)"""
+    """Mayo's DGTrainableQuantizer: a DGQuantizer whose width is a variable (initially 16) that, as Mayo says, no
+    gradient reaches yet; Mayo declares it trainable, here it is not, so that optimizers do not warn of a variable
+    without gradient. (Mayo passes width and point to `_quantize` in swapped order; here they are in the order its
+    signature names them.)"""
 
     ARGUMENTS = ("overflow_rate",)
 
@@ -146,7 +147,7 @@ class DGTrainableQuantizer(DGQuantizer):
 
     def build_state(self, shape):
         super().build_state(shape)
-        self.trainable_width = self.state("width", initial=float(self.width), trainable=True)
+        self.trainable_width = self.state("width", initial=float(self.width))
 
     def quantized(self, value):
         width = ops.stop_gradient(ops.cast(self.trainable_width, value.dtype))
@@ -177,7 +178,8 @@ class LogQuantizer(Quantizer):
                                     name="exponent")
 
     def build_state(self, shape):
-        self.exponent.build(shape)
+        if not self.exponent.built:  # loading a saved model builds it from its own build config
+            self.exponent.build(shape)
 
     def quantized(self, value):
         sign = ops.stop_gradient(ops.sign(value))
