@@ -249,3 +249,47 @@ def test_int8_export_takes_the_learned_ranges_and_bench_times_it(workspace, caps
     out = capsys.readouterr().out
     assert "quantized, int8 TensorFlow Lite" in out and "int8 TensorFlow Lite:" in out
     assert "× the float TensorFlow Lite model" in out
+
+
+@pytest.mark.parametrize("overrider, words", [
+    ({"weights": {"dns": {"type": "mayo.override.DynamicNetworkSurgeryPruner", "_priority": 50},
+                  "fixed": {"type": "mayo.override.FixedPointQuantizer", "width": 8, "_priority": 100}}},
+     "ranks the quantizer before the pruner"),
+    ({"weights": {"a": {"type": "FixedPointQuantizer", "width": 8}, "b": {"type": "ShiftQuantizer", "width": 3,
+                                                                           "overflow_rate": 0.0}}},
+     "chains of quantizers on one variable are not supported"),
+    ({"gradient": {"weights": {"d": {"type": "DGQuantizer", "width": 8, "overflow_rate": 0}}}},
+     "gradient overriders"),
+    ({"kernel": {"fixed": {"type": "FixedPointQuantizer", "width": 8}}}, "not `kernel`"),
+])
+def test_overriders_the_runner_cannot_honour_are_refused(overrider, words):
+    from mayo_lite.config.mayo_overriders import translate
+    from mayo_lite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        translate({"layers": {"conv": {"type": "convolution", "overrider": overrider}}})
+
+
+def test_a_gated_convolutions_weights_are_refused_and_its_activation_quantized(workspace, capsys):
+    run = workspace({"synthetic.yaml": synthetic_dataset(channels=3), "gated.yaml": """
+model:
+  name: gated
+  layers:
+    conv0:
+      type: gated_convolution
+      kernel_size: 3
+      num_outputs: 8
+      normalizer_fn: batch_norm
+      gate_params: {density: 0.5}
+      overrider: {activation: {fixed: {type: FixedPointQuantizer, width: 8, point: 4}}}
+    pool: {type: reduce_mean, axis: [1, 2]}
+    logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
+  graph: {from: input, with: [conv0, pool, logits], to: output}
+"""})
+    assert run("synthetic.yaml", "gated.yaml", "info") == 0
+    conv0 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("conv0 "))
+    assert " a8 " in f"{conv0} "
+    weights = "model.layers.conv0.overrider.weights={fixed: {type: FixedPointQuantizer, width: 8}}"
+    assert run("synthetic.yaml", "gated.yaml", weights, "info") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gated_convolution's weights are not supported" in err[0]
