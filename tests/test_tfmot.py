@@ -154,8 +154,12 @@ def test_qat_guide_runs_with_one_import_changed():
     np.testing.assert_allclose(conv.masked_kernel(conv.kernel).numpy(), expected, atol=1e-7)
     # activations: the input and the blocks' outputs carry a moving-average range
     ranges = [layer for layer in q_aware_model.layers if type(layer).__name__ == "MovingAverageQuantizer"]
-    assert len(ranges) == 3  # the input, the convolution's output (after its ReLU), the logits
+    assert len(ranges) == 2  # the convolution's output (after its ReLU), the logits (the input: AllValues)
     assert all(float(layer.range_max.numpy()) < 6.0 or float(layer.range_min.numpy()) > -6.0 for layer in ranges)
+    # the input: a running min and max of every training image seen (fit's validation split holds out the last 100)
+    seen = next(layer for layer in q_aware_model.layers if type(layer).__name__ == "AllValuesQuantizer")
+    assert float(seen.range_min.numpy()) == 0.0
+    assert float(seen.range_max.numpy()) == pytest.approx(float(train_images_subset[:900].max()))
 
 
 def test_quantize_apply_takes_only_the_annotated_layers():

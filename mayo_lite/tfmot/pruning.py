@@ -93,14 +93,12 @@ class PolynomialDecay(PruningSchedule):
             "begin_step": self.begin_step, "end_step": self.end_step, "frequency": self.frequency}}
 
 
-_PRUNABLE = tuple(MASKED_LAYERS)  # Conv2D, DepthwiseConv2D, Dense: the kernels TFMOT's registry prunes
-
-
 def prune_low_magnitude(to_prune, pruning_schedule=ConstantSparsity(0.5, 0), block_size=(1, 1),
                         block_pooling_type="AVG", pruning_policy=None, sparsity_m_by_n=None, **kwargs):
     """Marks a layer, a list of layers, or a Sequential/functional model for magnitude pruning during `fit` (with
-    `UpdatePruningStep` among the callbacks): each Conv2D, DepthwiseConv2D and Dense kernel is pruned, layer by
-    layer, to the schedule's sparsity — its smallest weights by magnitude set to zero and kept there.
+    `UpdatePruningStep` among the callbacks): each Conv2D and Dense kernel is pruned, layer by layer, to the
+    schedule's sparsity — its smallest weights by magnitude set to zero (ties at the threshold kept) and kept there.
+    Biases are not pruned, nor DepthwiseConv2D weights (TFMOT wraps those layers and prunes nothing in them).
 
     Unlike TFMOT, `block_size` other than (1, 1), `pruning_policy` and `sparsity_m_by_n` are not supported (a
     ValueError names them). A model comes back as a copy; a layer as its masked counterpart."""
@@ -115,7 +113,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=ConstantSparsity(0.5, 0), blo
         return [prune_low_magnitude(layer, pruning_schedule) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
         check_model(to_prune, "prune_low_magnitude")
-        model = add_masks(to_prune, depthwise=True, dense=True)
+        # TFMOT wraps DepthwiseConv2D layers but prunes none of their weights: they stay unmasked here.
+        model = add_masks(to_prune, dense=True)
         for layer in all_layers(model):
             if isinstance(layer, tuple(MASKED_LAYERS.values())):
                 layer.pruning_schedule = pruning_schedule

@@ -4,8 +4,10 @@ quantization/keras: quantize.py, quant_ops.py, default_8bit/): weights 8-bit sym
 output channel for convolutions (`LastValueQuantizer`: the range is the weights' own), activations 8-bit per
 tensor, asymmetric, their range an exponential moving average of each batch's (`MovingAverageQuantizer`, decay
 0.999, starting at [−6, 6]). As in TFMOT's default scheme, a convolution or dense layer's output is quantized once,
-after the batch norm and ReLU that follow it, and the model's input is quantized; batch norms are folded when the
-model is exported (`export-model`, or `strip_quantizers` then TensorFlow Lite)."""
+after the batch norm and ReLU that follow it, and the model's input by a running min and max (`AllValuesQuantizer`);
+batch norms are not folded in training (TFMOT's transforms only move the fake quantization past them) but when
+the model is converted. One difference: a convolution followed by a separate ReLU layer keeps its weights
+quantized (TFMOT's LayerReLUQuantize leaves them float)."""
 
 import contextlib
 
@@ -98,6 +100,22 @@ class MovingAverageQuantizer(Quantizer):
                 "symmetric": self.symmetric, "narrow_range": self.narrow_range, "ema_decay": self.ema_decay}
 
 
+@keras.saving.register_keras_serializable(package="mayo_lite")
+class AllValuesQuantizer(MovingAverageQuantizer):
+    """TFMOT's quantizer of the model's input: the range is every value seen in training (a running min and max,
+    from [0, 0]), 8-bit per tensor."""
+
+    def build_state(self, shape):
+        self.range_min = self.state("min", initial=0.0)
+        self.range_max = self.state("max", initial=0.0)
+
+    def call(self, value, training=False):
+        if training:
+            self.range_min.assign(ops.minimum(self.range_min, ops.min(value)))
+            self.range_max.assign(ops.maximum(self.range_max, ops.max(value)))
+        return self.quantized(value)
+
+
 def _weights_quantizer(layer, name):
     convolution = isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     return LastValueQuantizer(num_bits=8, per_axis=convolution, symmetric=True, narrow_range=True, name=name)
@@ -176,7 +194,7 @@ def quantize_apply(model, scheme=None, quantized_layer_name_prefix="quant_"):
 
     def call(original, layer, *args, **kwargs):
         if id(original) in first:  # the model's input, quantized first (TFMOT's QuantizeLayer)
-            args = (_activation()(args[0]), *args[1:])
+            args = (AllValuesQuantizer()(args[0]), *args[1:])
         result = layer(*args, **kwargs)
         return _activation()(result) if id(original) in outputs else result
 
@@ -196,10 +214,10 @@ def _first_layers(model):
 @contextlib.contextmanager
 def quantize_scope(*args):
     """TFMOT loads quantized models inside this scope; the quantizers are registered with Keras already."""
-    with keras.saving.custom_object_scope({cls.__name__: cls for cls in (LastValueQuantizer,
+    with keras.saving.custom_object_scope({cls.__name__: cls for cls in (AllValuesQuantizer, LastValueQuantizer,
                                                                          MovingAverageQuantizer)}):
         yield
 
 
-__all__ = ["LastValueQuantizer", "MovingAverageQuantizer", "quantize_annotate_layer", "quantize_annotate_model",
+__all__ = ["AllValuesQuantizer", "LastValueQuantizer", "MovingAverageQuantizer", "quantize_annotate_layer", "quantize_annotate_model",
            "quantize_apply", "quantize_model", "quantize_scope"]
