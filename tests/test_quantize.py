@@ -286,3 +286,35 @@ def test_every_quantizers_state_survives_a_keras_file(quantizer, tmp_path):
     if quantizer.stochastic if hasattr(quantizer, "stochastic") else False:
         return  # stochastic rounding draws anew at each call
     np.testing.assert_array_equal(loaded(images).numpy(), qat(images).numpy())
+
+
+@pytest.mark.parametrize("engine", ["xla", "native"])
+def test_a_gated_convolution_with_quantized_weights_runs_sparsely_as_in_keras(engine):
+    """Quantizers compose with FBS gates: the sparse path (both engines) computes with the quantized kernels the
+    Keras model uses, the gated layer's and a masked plain layer's alike."""
+    from mayo_lite.layers import GatedConv2D, MaskedConv2D
+    from mayo_lite.sparse import SparseGatedModel
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((12, 12, 3))
+    x = MaskedConv2D(8, 3, padding="same", activation="relu", name="plain",
+                     kernel_quantizer=quantize.FixedPointQuantizer(width=6, point=1),
+                     bias_quantizer=quantize.FixedPointQuantizer(width=8, point=2))(inputs)
+    x = GatedConv2D(16, 3, density=0.5, name="gated",
+                    kernel_quantizer=quantize.ShiftQuantizer(width=3, exponent_bias=0, overflow_rate=0.0))(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+    quantize.update_quantizers(model)  # the shift quantizer's exponents from the kernel
+    gated = model.get_layer("gated")
+    kernel = gated.effective_kernel().numpy()
+    magnitudes = np.abs(kernel[kernel != 0])
+    assert magnitudes.size and np.allclose(np.log2(magnitudes), np.round(np.log2(magnitudes)))  # powers of two
+    images = RNG.random((6, 12, 12, 3)).astype(np.float32)
+    expected = model(images, training=False).numpy()
+    sparse = SparseGatedModel(model, engine=engine)
+    found = np.concatenate([sparse(image[None]) for image in images])
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(found, expected, atol=1e-4)
+    stripped = quantize.strip_quantizers(model)  # the gated layer stays gated, its kernel the quantized one
+    assert stripped.get_layer("gated").kernel_quantizer is None
+    np.testing.assert_allclose(stripped(images).numpy(), expected, atol=1e-5)

@@ -270,7 +270,7 @@ def test_overriders_the_runner_cannot_honour_are_refused(overrider, words):
         translate({"layers": {"conv": {"type": "convolution", "overrider": overrider}}})
 
 
-def test_a_gated_convolutions_weights_are_refused_and_its_activation_quantized(workspace, capsys):
+def test_a_gated_convolutions_weights_and_activation_are_quantized(workspace, capsys):
     run = workspace({"synthetic.yaml": synthetic_dataset(channels=3), "gated.yaml": """
 model:
   name: gated
@@ -289,7 +289,7 @@ model:
     assert run("synthetic.yaml", "gated.yaml", "info") == 0
     conv0 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("conv0 "))
     assert " a8 " in f"{conv0} "
-    weights = "model.layers.conv0.overrider.weights={fixed: {type: FixedPointQuantizer, width: 8}}"
-    assert run("synthetic.yaml", "gated.yaml", weights, "info") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "gated_convolution's weights are not supported" in err[0]
+    weights = "model.layers.conv0.overrider.weights={fixed: {type: FixedPointQuantizer, width: 6, point: 1}}"
+    assert run("synthetic.yaml", "gated.yaml", weights, "info") == 0
+    conv0 = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("conv0 "))
+    assert " w6 a8 " in f"{conv0} "

@@ -3,7 +3,8 @@
 The runner builds models from them, but `from mayo_lite.layers import ...` needs nothing else from mayo-lite.
 """
 
-from mayo_lite.layers.gated import GatedConv2D, gated_layers, mean_density
+from mayo_lite.layers.gated import GatedConv2D
+from mayo_lite.layers.gated_models import gated_layers, mean_density
 from mayo_lite.layers.thresholds import GlobalThreshold, update_global_threshold
 from mayo_lite.layers.masked import MASKED_LAYERS, MaskConstraint, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
 from mayo_lite.layers.normalization import LocalResponseNormalization

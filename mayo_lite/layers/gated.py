@@ -13,7 +13,7 @@ from keras import ops
 
 from mayo_lite.layers.arguments import Arguments
 from mayo_lite.layers.gate_ops import POOLS, REGULARIZERS, SPARSITY_REGULARIZERS, per_sample
-from mayo_lite.layers.masked import constrain_to_mask
+from mayo_lite.layers.masked import as_quantizer, build_quantizer, constrain_to_mask
 from mayo_lite.layers.thresholds import (INITIAL_THRESHOLD, GlobalThreshold, active_count, batch_mean, follow,
                                          global_batch, kth_largest, replica_id)
 
@@ -88,7 +88,7 @@ class GatedConv2D(keras.layers.Conv2D):
                  norm="batch", parametric_beta=False, add_beta_first=False, decay=0.9997, granularity="channel",
                  activation="relu", momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  kernel_initializer="glorot_uniform", kernel_regularizer=None, dilation_rate=1,
-                 global_threshold=None, use_mask=False, kernel_constraint=None, **kwargs):
+                 global_threshold=None, use_mask=False, kernel_constraint=None, kernel_quantizer=None, **kwargs):
         arguments = Arguments(kwargs.get("name"))
         arguments.refuse_conv_keywords(kwargs)
         padding = arguments.choice("padding", padding.lower() if isinstance(padding, str) else padding, PADDINGS)
@@ -135,6 +135,7 @@ class GatedConv2D(keras.layers.Conv2D):
         self.center = bool(center)
         self.scale = bool(scale)
         self.use_mask = bool(use_mask)
+        self.kernel_quantizer = as_quantizer(kernel_quantizer, "kernel_quantizer")
         self.global_threshold = global_threshold
         # Replica -> gamma for `update_global_threshold`: the replicas of a step trace through this one object.
         object.__setattr__(self, "_recorded_gammas", {})
@@ -162,6 +163,7 @@ class GatedConv2D(keras.layers.Conv2D):
         if self.use_mask:
             self.mask = self.add_weight(name="mask", shape=self._kernel.shape, initializer="ones", trainable=False)
             constrain_to_mask(self)
+        build_quantizer(self.kernel_quantizer, self._kernel)
         if self.norm == "batch":
             self.moving_mean = self.add_weight(
                 name="moving_mean", shape=channels, initializer="zeros", trainable=False, autocast=False)
@@ -311,9 +313,13 @@ class GatedConv2D(keras.layers.Conv2D):
 
     _POLICY_OUTPUTS = {"parametric": _parametric_output, "squeeze": _squeeze_output, "naive": _naive_output}
 
-    def call(self, inputs, training=None):
+    def effective_kernel(self):
+        """The kernel the layer convolves with: `kernel · mask` (with `use_mask`), quantized by `kernel_quantizer`."""
         kernel = self.kernel * self.mask if self.use_mask else self.kernel
-        conved = self.convolution_op(inputs, kernel)
+        return kernel if self.kernel_quantizer is None else self.kernel_quantizer(kernel)
+
+    def call(self, inputs, training=None):
+        conved = self.convolution_op(inputs, self.effective_kernel())
         statistics = self._statistics(conved, training)
         pooled = POOLS[self.pool](inputs)
         gamma = self.predict(pooled)
@@ -355,6 +361,8 @@ class GatedConv2D(keras.layers.Conv2D):
             "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
             "global_threshold": self._global_threshold_config(),
         })
+        config["kernel_quantizer"] = (None if self.kernel_quantizer is None
+                                      else keras.saving.serialize_keras_object(self.kernel_quantizer))
         return config
 
     def _global_threshold_config(self):
@@ -372,27 +380,3 @@ class GatedConv2D(keras.layers.Conv2D):
         if config.get("global_threshold") is not None:
             config["global_threshold"] = keras.saving.deserialize_keras_object(config["global_threshold"])
         return cls(**config)
-
-
-def gated_layers(model_or_layers):
-    """Every `GatedConv2D` of a model (nested models included) or of a list of layers, in order."""
-    if isinstance(model_or_layers, GatedConv2D):
-        yield model_or_layers
-    elif isinstance(model_or_layers, keras.Model):
-        for layer in model_or_layers.layers:
-            yield from gated_layers(layer)
-    elif isinstance(model_or_layers, (list, tuple)):
-        for layer in model_or_layers:
-            yield from gated_layers(layer)
-
-
-def mean_density(layers):
-    """The fraction of all output channels of `layers` that their last call kept active (each layer's
-    `last_density` weighted by its number of channels); 1.0 without layers."""
-    layers = list(layers)
-    if not layers:
-        return ops.convert_to_tensor(1.0)
-    kept = [ops.cast(layer.last_density, "float32") * layer.filters for layer in layers]
-    return sum(kept[1:], kept[0]) / sum(layer.filters for layer in layers)
-
-

@@ -68,7 +68,7 @@ def constrain_to_mask(layer):
                                          getattr(layer, "_regrow_switch", None))
 
 
-def _quantizer(value, argument):
+def as_quantizer(value, argument):
     if value is None or isinstance(value, keras.layers.Layer):
         return value
     if isinstance(value, dict):  # from a config
@@ -83,12 +83,15 @@ def _add_mask(layer):
     if layer.regrow:
         _add_regrow_switch(layer, 1.0)
     constrain_to_mask(layer)
-    # The quantizers' state exists once the layer is built, so that a checkpoint loaded before the first call
-    # finds it.
-    for quantizer, variable in ((layer.kernel_quantizer, kernel_variable(layer)),
-                                (layer.bias_quantizer, getattr(layer, "bias", None))):
-        if quantizer is not None and variable is not None and not quantizer.built:
-            quantizer.build(tuple(variable.shape))
+    build_quantizer(layer.kernel_quantizer, kernel_variable(layer))
+    build_quantizer(layer.bias_quantizer, getattr(layer, "bias", None))
+
+
+def build_quantizer(quantizer, variable):
+    """Builds a layer's quantizer for `variable` when the layer is built, so that its state exists before the first
+    call and a checkpoint loaded then finds it."""
+    if quantizer is not None and variable is not None and not quantizer.built:
+        quantizer.build(tuple(variable.shape))
 
 
 def _add_regrow_switch(layer, value):
@@ -110,8 +113,8 @@ class _Masked:
         super().__init__(*args, **kwargs)
         self._regrow = regrow
         object.__setattr__(self, "_regrow_switch", None)
-        self.kernel_quantizer = _quantizer(kernel_quantizer, "kernel_quantizer")
-        self.bias_quantizer = _quantizer(bias_quantizer, "bias_quantizer")
+        self.kernel_quantizer = as_quantizer(kernel_quantizer, "kernel_quantizer")
+        self.bias_quantizer = as_quantizer(bias_quantizer, "bias_quantizer")
 
     @property
     def regrow(self):

@@ -107,7 +107,7 @@ def update_global_threshold(model_or_layers, density=None):
     the forward pass (`model(x, training=True)`), inside `strategy.run` for a distributed step; it consumes the
     gammas the layers recorded for this replica.
     """
-    from mayo_lite.layers.gated import gated_layers  # the gated layer module imports this one
+    from mayo_lite.layers.gated_models import gated_layers  # the gated layer module imports this one
 
     replica = replica_id()
     groups = {}

@@ -69,12 +69,8 @@ class GraphBuilder:
     @staticmethod
     def _leftover_quantizers(builder, kind):
         """Quantizers the layer type did not take: an activation's quantizes the layer's output (Mayo's identity
-        layer applies it to its input, as `prep` does); one of a variable the layer does not have is unused, as in
-        Mayo; a gated convolution's weights are refused."""
-        if kind == "gated_convolution" and builder.quantize.keys() - {"activation"}:
-            entry = next(iter(builder.quantize.values()))
-            raise ConfigError(f"{entry['where']}: quantizers of a gated_convolution's weights are not supported yet; "
-                              "quantize its activation, or the other layers")
+        layer applies it to its input, as `prep` does); one of a variable the layer does not have (biases under a
+        batch norm) is unused, as in Mayo."""
         builder.quantize_activation()
 
     def _blame(self, error, path, spec):

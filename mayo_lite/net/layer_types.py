@@ -100,6 +100,7 @@ def _gated_convolution(builder):
             trainable_kernel=builder.trainable(),
             use_mask=builder.masked,
             name=builder.name,
+            **builder.weight_quantizers(use_bias=False),
             **arguments))
     except GateArgumentError as error:
         key = _GATE_ARGUMENT_KEYS.get(error.argument, error.argument)

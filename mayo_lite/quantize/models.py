@@ -6,7 +6,7 @@ layers compute with quantized weights (and, if asked, quantized activations), tr
 import keras
 from keras import ops
 
-from mayo_lite.layers import MASKED_LAYERS, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
+from mayo_lite.layers import MASKED_LAYERS, GatedConv2D, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
 from mayo_lite.layers.masked import kernel_variable
 from mayo_lite.net.cloning import ModelError, check_model, clone, copy_weights
 from mayo_lite.quantize.base import Quantizer
@@ -34,8 +34,9 @@ def update_quantizers(model, activations=True):
                 quantizer.update()
             continue
         if kind == "kernel":
-            variable = kernel_variable(layer)
-            value = ops.convert_to_numpy(variable) * ops.convert_to_numpy(layer.mask)
+            value = ops.convert_to_numpy(kernel_variable(layer))
+            if getattr(layer, "mask", None) is not None:
+                value = value * ops.convert_to_numpy(layer.mask)
         else:
             value = ops.convert_to_numpy(layer.bias)
         quantizer.update(value)
@@ -133,6 +134,9 @@ def strip_quantizers(model):
     originals = {}
 
     def replace(layer):
+        if isinstance(layer, GatedConv2D) and layer.kernel_quantizer is not None:  # stays gated, kernel baked
+            originals[id(layer)] = layer
+            return GatedConv2D.from_config({**layer.get_config(), "kernel_quantizer": None})
         if type(layer) not in _MASKED:
             return None
         base = next(cls for cls, masked in MASKED_LAYERS.items() if type(layer) is masked)
@@ -143,7 +147,9 @@ def strip_quantizers(model):
     copied, replaced = clone(model, replace)
     for key, target in replaced.items():
         layer = originals[key]
-        quantized = {"kernel": layer.masked_kernel(kernel_variable(layer))}
+        kernel = layer.effective_kernel() if isinstance(layer, GatedConv2D) else layer.masked_kernel(
+            kernel_variable(layer))
+        quantized = {"kernel": kernel}
         if getattr(layer, "bias", None) is not None:
             quantized["bias"] = layer.effective_bias()
 

@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mayo_lite.layers.masked import kernel_variable
 from mayo_lite.sparse.features import nonzero
 
 
@@ -31,8 +32,20 @@ def batch_norm_affine(layer):
 
 
 def folded_kernel(layer):
+    """The kernel a layer computes with: `kernel · mask`, quantized when the layer has a kernel quantizer."""
+    if hasattr(layer, "effective_kernel"):  # a gated convolution
+        return as_array(layer.effective_kernel())
+    if hasattr(layer, "masked_kernel"):  # a masked (and perhaps quantized) layer
+        return as_array(layer.masked_kernel(kernel_variable(layer)))
     kernel = as_array(layer.kernel)
     return kernel * as_array(layer.mask) if getattr(layer, "mask", None) is not None else kernel
+
+
+def folded_bias(layer, channels):
+    """The bias a layer adds (quantized when it has a bias quantizer), zeros without one."""
+    if not getattr(layer, "use_bias", False):
+        return np.zeros(channels, np.float32)
+    return as_array(layer.effective_bias() if hasattr(layer, "effective_bias") else layer.bias)
 
 
 ELEMENTWISE = {"relu", "relu6", "linear", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "silu",
@@ -79,7 +92,7 @@ class Step(tf.Module):
         """Creates `kernel` and `bias` of a Conv2D or Dense layer with its mask and `affine` (a following batch
         norm's scale and offset per output channel) folded in; returns the kernel as an array."""
         kernel = folded_kernel(layer)
-        bias = as_array(layer.bias) if layer.use_bias else np.zeros(kernel.shape[-1], np.float32)
+        bias = folded_bias(layer, kernel.shape[-1])
         if affine is not None:
             kernel, bias = kernel * affine[0], bias * affine[0] + affine[1]
         self.kernel = variable(kernel, "kernel")

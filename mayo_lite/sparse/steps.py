@@ -14,7 +14,7 @@ import tensorflow as tf
 from mayo_lite.layers import GatedConv2D, ReduceMean, Squeeze
 from mayo_lite.sparse.features import Feature, absent_fill, materialize, nonzero, take
 from mayo_lite.sparse.folding import (Step, UnsupportedModel, apply_to_fill, as_array, batch_norm_affine, convolve,
-                                      elementwise, spans_whole_kernel, variable)
+                                      elementwise, folded_bias, folded_kernel, spans_whole_kernel, variable)
 from mayo_lite.sparse.gated_step import GatedStep
 
 
@@ -71,9 +71,9 @@ class DepthwiseStep(Step):
 
     def __init__(self, layer, affine=None):
         super().__init__(layer)
-        kernel = as_array(layer.kernel)
+        kernel = folded_kernel(layer)  # masked and quantized, if the layer is
         channels = kernel.shape[2] * kernel.shape[3]
-        bias = as_array(layer.bias) if layer.use_bias else np.zeros(channels, np.float32)
+        bias = folded_bias(layer, channels)
         if affine is not None:
             kernel = kernel * affine[0].reshape(kernel.shape[2:])
             bias = bias * affine[0] + affine[1]
