@@ -1,6 +1,8 @@
 """Deploying a quantization-aware model as int8: the activations' fixed-point quantizers become TensorFlow's
-FakeQuant operations with the same grid, which the TensorFlow Lite converter reads as the tensors' int8 ranges (the
-ranges learned in training, not a fresh calibration), as TensorFlow Model Optimization's QAT models do."""
+FakeQuant operations with the same grid, and the convolutions' fixed-point weights a per-channel FakeQuant on their
+grid, which the TensorFlow Lite converter reads as the tensors' int8 scales (what training learned, not a fresh
+calibration), as TensorFlow Model Optimization's QAT models do. Written by hand because Keras' own int8 export
+(`model.export(format="litert", ...)` with a representative dataset) only calibrates."""
 
 import keras
 import numpy as np
