@@ -8,7 +8,7 @@ import numpy as np
 
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.layers.arguments import GateArgumentError
-from mayo_lite.net.cloning import ModelError, all_layers, as_functional, calls, check_model, clone, consumers
+from mayo_lite.models.cloning import ModelError, all_layers, as_functional, calls, check_model, clone, consumers
 from mayo_lite.net.sources import gate_sources
 
 

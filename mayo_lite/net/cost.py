@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import gated_layers
-from mayo_lite.net.cloning import check_model
+from mayo_lite.models.cloning import check_model
 from mayo_lite.net.estimate import layer_table, totals
 
 

@@ -5,7 +5,7 @@ import fnmatch
 import keras
 
 from mayo_lite.layers import MASKED_LAYERS, GatedConv2D
-from mayo_lite.net.cloning import ModelError, all_layers, check_model, clone, copy_weights
+from mayo_lite.models.cloning import ModelError, all_layers, check_model, clone, copy_weights
 from mayo_lite.prune.selection import _patterns
 
 # The Keras classes `add_masks` masks by default; the others of MASKED_LAYERS on request.

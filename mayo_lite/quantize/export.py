@@ -8,8 +8,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.net.cloning import clone, consumers, copy_weights
+from mayo_lite.models.cloning import clone, consumers, copy_weights
+from mayo_lite.models.folding import fold_batch_norms
 from mayo_lite.quantize.base import Quantizer
+from mayo_lite.quantize.models import strip_quantizers
 
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
@@ -136,9 +138,6 @@ def int8_ready(model):
     into plain layers (`strip_quantizers`), batch norms folded, and its fixed-point grids as FakeQuant operations.
     Returns (the stripped model, the folded one for float formats, the one for int8, the names of the batch norms
     folded, how many activation ranges were learned)."""
-    from mayo_lite.net.folding import fold_batch_norms  # noqa: PLC0415 (net imports this package)
-    from mayo_lite.quantize.models import strip_quantizers  # noqa: PLC0415
-
     plain = strip_quantizers(model)
     folded, norms = fold_batch_norms(plain)
     int8, learned = with_fake_quant(folded, kernel_steps(model, plain, folded))

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from mayo_lite.layers import MASKED_LAYERS
 from mayo_lite.layers.masked import kernel_variable
-from mayo_lite.net.cloning import all_layers, check_model
+from mayo_lite.models.cloning import all_layers, check_model
 from mayo_lite.prune import add_masks, strip_masks
 
 

@@ -22,7 +22,7 @@ from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.files import output_path
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
-from mayo_lite.net.folding import fold_batch_norms, with_keras_layers
+from mayo_lite.models.folding import fold_batch_norms, with_keras_layers
 from mayo_lite.quantize import quantizer_layers
 from mayo_lite.quantize.export import int8_ready
 from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size

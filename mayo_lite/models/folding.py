@@ -5,7 +5,7 @@ export format (and every runtime) computes one layer where training had two."""
 import keras
 import numpy as np
 
-from mayo_lite.net.cloning import all_layers, calls, clone, consumers
+from mayo_lite.models.cloning import all_layers, calls, clone, consumers
 
 FOLDABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
