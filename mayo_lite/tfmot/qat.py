@@ -23,25 +23,12 @@ from mayo_lite.quantize.base import Quantizer
 _PASS = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)
 
 
-@keras.saving.register_keras_serializable(package="mayo_lite")
-class LastValueQuantizer(Quantizer):
-    """TFMOT's weight quantizer: `num_bits` fake quantization over the tensor's own range (symmetric: ±max |w|;
-    per_axis: one range per output channel, the last axis)."""
+class _FakeQuantizer(Quantizer):
+    """What TFMOT's quantizers share: `num_bits` fake quantization, per tensor or per channel, symmetric or not."""
 
     def __init__(self, num_bits=8, per_axis=False, symmetric=True, narrow_range=True, **kwargs):
         super().__init__(**kwargs)
         self.num_bits, self.per_axis, self.symmetric, self.narrow_range = num_bits, per_axis, symmetric, narrow_range
-
-    def quantized(self, value):
-        axes = tuple(range(len(value.shape) - 1)) if self.per_axis else None
-        low, high = ops.min(value, axis=axes), ops.max(value, axis=axes)
-        low, high = symmetric_range(low, high, self.num_bits, self.narrow_range) if self.symmetric else (
-            ops.minimum(low, 0.0), ops.maximum(high, 0.0))
-        if self.per_axis:
-            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                value, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
-        return tf.quantization.fake_quant_with_min_max_vars(value, low, high, num_bits=self.num_bits,
-                                                            narrow_range=self.narrow_range)
 
     @property
     def bits(self):
@@ -55,6 +42,23 @@ class LastValueQuantizer(Quantizer):
                 "symmetric": self.symmetric, "narrow_range": self.narrow_range}
 
 
+@keras.saving.register_keras_serializable(package="mayo_lite")
+class LastValueQuantizer(_FakeQuantizer):
+    """TFMOT's weight quantizer: `num_bits` fake quantization over the tensor's own range (symmetric: ±max |w|;
+    per_axis: one range per output channel, the last axis)."""
+
+    def quantized(self, value):
+        axes = tuple(range(len(value.shape) - 1)) if self.per_axis else None
+        low, high = ops.min(value, axis=axes), ops.max(value, axis=axes)
+        low, high = symmetric_range(low, high, self.num_bits, self.narrow_range) if self.symmetric else (
+            ops.minimum(low, 0.0), ops.maximum(high, 0.0))
+        if self.per_axis:
+            return tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                value, low, high, num_bits=self.num_bits, narrow_range=self.narrow_range)
+        return tf.quantization.fake_quant_with_min_max_vars(value, low, high, num_bits=self.num_bits,
+                                                            narrow_range=self.narrow_range)
+
+
 def symmetric_range(low, high, num_bits, narrow_range):
     """quant_ops' symmetric limits: [−m, m] (narrow) or the two's complement range around the batch's extremes."""
     ratio = -1.0 if narrow_range else -((1 << num_bits) - 2) / (1 << num_bits)
@@ -62,13 +66,12 @@ def symmetric_range(low, high, num_bits, narrow_range):
 
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
-class MovingAverageQuantizer(Quantizer):
+class MovingAverageQuantizer(_FakeQuantizer):
     """TFMOT's activation quantizer: in training the range [min, max] moves toward each batch's (0 always inside)
     with decay `ema_decay`; `num_bits` fake quantization over it. Starts at [−6, 6]."""
 
     def __init__(self, num_bits=8, per_axis=False, symmetric=False, narrow_range=False, ema_decay=0.999, **kwargs):
-        super().__init__(**kwargs)
-        self.num_bits, self.per_axis, self.symmetric, self.narrow_range = num_bits, per_axis, symmetric, narrow_range
+        super().__init__(num_bits, per_axis, symmetric, narrow_range, **kwargs)
         self.ema_decay = ema_decay
 
     def build_state(self, shape):
@@ -88,16 +91,8 @@ class MovingAverageQuantizer(Quantizer):
         return tf.quantization.fake_quant_with_min_max_vars(value, self.range_min, self.range_max,
                                                             num_bits=self.num_bits, narrow_range=self.narrow_range)
 
-    @property
-    def bits(self):
-        return self.num_bits
-
-    def describe(self):
-        return {"width": self.num_bits}
-
     def get_config(self):
-        return {**super().get_config(), "num_bits": self.num_bits, "per_axis": self.per_axis,
-                "symmetric": self.symmetric, "narrow_range": self.narrow_range, "ema_decay": self.ema_decay}
+        return {**super().get_config(), "ema_decay": self.ema_decay}
 
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
