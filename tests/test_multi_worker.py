@@ -157,7 +157,8 @@ def test_a_dead_worker_stops_the_other_in_time_and_a_restart_resumes(launch, tmp
     elapsed = time.monotonic() - killed
     last = chief.stderr().strip().splitlines()[-1]
     assert status != 0
-    assert re.fullmatch(r"my: error: worker 1 \(127\.0\.0\.1:\d+\) stopped responding; worker 0 .* stops too\. "
+    assert re.fullmatch(r"my: error: worker 1 \(127\.0\.0\.1:\d+\) (stopped responding|did not answer within "
+                        rf"system\.cluster_timeout={timeout} s); worker 0 .* stops too\. "
                         r"Restart every worker with the same command: they resume from the chief's checkpoint "
                         r"`latest`", last), last
     assert elapsed < timeout + 10, elapsed
@@ -254,6 +255,16 @@ def test_a_lost_worker_is_named_from_the_error_tensorflow_raises(monkeypatch):
                               "stops too.")
     assert clusters.lost_worker(mismatch) is None  # a bug, not a lost worker: reported as it is
     assert clusters.lost_worker(ValueError("stopped sending heartbeats")) is None
+    # A collective's deadline names nobody: with one other worker it is that one, with more it is "a worker".
+    class DeadlineExceededError(Exception):
+        pass
+    deadline = DeadlineExceededError("Collective ops timed out")
+    assert str(clusters.lost_worker(deadline)).startswith(
+        "worker 1 (10.0.0.2:5000) did not answer within system.cluster_timeout=7 s; worker 0")
+    three = clusters.Cluster({"worker": ["10.0.0.1:5000", "10.0.0.2:5000", "10.0.0.3:5000"]}, "worker", 0, 7.0,
+                             "system.cluster")
+    monkeypatch.setattr(clusters, "_joined", three)
+    assert str(clusters.lost_worker(deadline)).startswith("a worker did not answer within system.cluster_timeout=7 s")
 
 
 def test_a_worker_other_than_the_chief_writes_under_its_scratch_directory(tmp_path, monkeypatch):

@@ -217,7 +217,8 @@ def test_bench_times_every_way_to_run_a_gated_model_side_by_side(tmp_path, monke
         cells = rows[layer]
         assert cells[1] in ("gather", "every")
         stages = [float(value) for value in cells[2:7]]
-        assert float(cells[7]) == pytest.approx(sum(stages), abs=0.002)
+        # Six numbers rounded to 3 decimals: the total and the sum of five stages differ by up to 6 half-units.
+        assert float(cells[7]) == pytest.approx(sum(stages), abs=0.0031)
     assert rows["all"][1] == "layers"
 
 

@@ -250,11 +250,14 @@ def lost_worker(error):
         if task != (cluster.task_type, cluster.index) and task not in named and task[1] < len(
                 cluster.jobs.get(task_type, [])):
             named.append(task)
+    others = list(cluster.others())
+    # A collective's deadline does not say whom it waited for; with one other worker there is only one it can be.
+    who = cluster.name(*others[0]) if len(others) == 1 else "a worker"
     if named:
         what = f"{', '.join(cluster.name(*task) for task in named)} stopped responding"
     elif kind == "DeadlineExceededError":
-        what = f"a worker did not answer within system.cluster_timeout={cluster.timeout:g} s"
+        what = f"{who} did not answer within system.cluster_timeout={cluster.timeout:g} s"
     else:
-        what = "a worker stopped responding"
+        what = f"{who} stopped responding"
     return ClusterError(f"{what}; {cluster.name()} stops too. Restart every worker with the same command: they "
                         "resume from the chief's checkpoint `latest`")
