@@ -71,6 +71,8 @@ def _dataset(cfg):
     cfg.integer("dataset.task.num_classes", 1)
     for split in ("train", "validate"):
         cfg.integer(f"dataset.num_examples_per_epoch.{split}", 1)
+    cfg.integer("dataset.validate_from_train", 1, cfg.get("dataset.num_examples_per_epoch.train") - 1,
+                optional=True, default=None)
     for key in ("use", "has"):
         if f"dataset.task.background_class.{key}" in cfg:
             cfg.boolean(f"dataset.task.background_class.{key}")
@@ -132,6 +134,8 @@ def check_settings(cfg, action):
         _dataset(cfg)
     writes_checkpoints = action in ("train", "save", "prune")
     _directory(cfg, "system.checkpoint.path", writes_checkpoints)
+    if action in ("eval", "eval-all"):
+        cfg.choice("system.eval.split", ("validate", "test"))
     if action == "bench":
         cfg.integer("system.bench.images", 1)
         cfg.integer("system.bench.repeats", 1)

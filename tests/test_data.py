@@ -95,6 +95,29 @@ def test_fashion_mnist_from_debian_idx_files():
             assert -0.82 < images.numpy().min() and images.numpy().max() < 2.03
 
 
+def test_validate_from_train_carves_the_last_training_images_and_test_stays_the_held_out_split(tmp_path):
+    dataset, arrays = tiny_dataset(tmp_path, compress=False, count=10)
+    dataset["validate_from_train"] = 3
+    assert [num_examples(dataset, split) for split in ("train", "validate", "test")] == [7, 3, 10]
+
+    def images(split, training):
+        batches = make_dataset(dataset, split, 4, training, seed=1)
+        return np.concatenate([batch.numpy() for batch, _ in batches])[..., 0]
+    train_images, labels = arrays["train"]
+    expected = train_images.astype(np.float32) / 255
+    np.testing.assert_allclose(images("validate", False), expected[7:], atol=1e-6)
+    trained = images("train", True)  # shuffled: the same 7 first images, in another order, none of the last 3
+    assert sorted(map(bytes, (trained * 255).round().astype(np.uint8))) == sorted(map(bytes, train_images[:7]))
+    np.testing.assert_allclose(images("test", False), arrays["t10k"][0].astype(np.float32) / 255, atol=1e-6)
+    del dataset["validate_from_train"]  # without the key, validate and test are both the held-out split
+    np.testing.assert_allclose(images("validate", False), images("test", False))
+    assert num_examples(dataset, "train") == 10
+    for bad in (0, 10, "5000", True):
+        dataset["validate_from_train"] = bad
+        with pytest.raises(ConfigError, match="dataset.validate_from_train: expected"):
+            num_examples(dataset, "train")
+
+
 @needs_fashion_mnist
 def test_first_validation_image_matches_numpy_decode():
     images = reference_idx(os.path.join(FASHION_MNIST_DIR, "t10k-images-idx3-ubyte.gz"))

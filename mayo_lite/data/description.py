@@ -5,7 +5,9 @@ The config room hands the data room a plain, fully resolved dict; these helpers 
 
 from mayo_lite.errors import ConfigError
 
-SPLITS = ("train", "validate")
+# `test` is the source's held-out split: the same images as `validate` unless `validate_from_train` carves the
+# validation split out of the training images.
+SPLITS = ("train", "validate", "test")
 
 # Every key of the `dataset` section the data room reads, and what it means (docs/reference.md is generated from
 # this table; `source` keys depend on `source.type`).
@@ -26,7 +28,9 @@ KEYS = {
     "task.shape.height, .width, .channels": "the images' shape after preprocessing, the model's input",
     "task.moment.mean, .std": "per-channel statistics of the images in [0, 1], for normalize_channels",
     "task.preprocess.train, .validate, .final_cpu, .final_gpu": "lists of preprocessing steps, in this order",
-    "num_examples_per_epoch.train, .validate": "examples in one epoch of each split",
+    "num_examples_per_epoch.train, .validate": "examples in the source's training and held-out splits",
+    "validate_from_train": "null, or N: the last N training images are the validation split (training keeps the "
+                           "rest); the held-out split stays the test split, for the final figures only",
 }
 
 _MISSING = object()
@@ -60,6 +64,16 @@ def dataset_name(dataset):
 def check_split(split):
     if split not in SPLITS:
         raise ConfigError(f"Unknown dataset split {split!r}; expected one of: {', '.join(SPLITS)}")
+
+
+def validate_from_train(dataset):
+    """The number of training images `dataset.validate_from_train` sets aside for validation (0 when null)."""
+    value = lookup(dataset, "validate_from_train", None)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise bad_value("validate_from_train", "null or a positive integer", value)
+    return value
 
 
 def positive_int(dataset, path):

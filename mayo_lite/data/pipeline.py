@@ -12,12 +12,14 @@ import numbers
 import tensorflow as tf
 
 from mayo_lite.data.description import (
+    bad_value,
     check_split,
     dataset_name,
     label_offset,
     lookup,
     network_shape,
     positive_int,
+    validate_from_train,
 )
 from mayo_lite.data.preprocess import apply_steps, compile_steps, fit_to_shape
 from mayo_lite.data.sources import SOURCES
@@ -36,9 +38,30 @@ VALIDATION_SEED = 0
 
 
 def num_examples(dataset, split):
-    """The number of examples in one epoch of `split`, from `dataset.num_examples_per_epoch.<split>`."""
+    """The number of examples in one epoch of `split`: `dataset.num_examples_per_epoch.<split>`, less the images
+    `dataset.validate_from_train` moves from training to validation (`test` counts the held-out split)."""
     check_split(split)
-    return positive_int(dataset, f"num_examples_per_epoch.{split}")
+    carved = validate_from_train(dataset)
+    if split == "test":
+        return positive_int(dataset, "num_examples_per_epoch.validate")
+    train = positive_int(dataset, "num_examples_per_epoch.train")
+    if not carved:
+        return train if split == "train" else positive_int(dataset, "num_examples_per_epoch.validate")
+    if carved >= train:
+        raise bad_value("validate_from_train", f"fewer than the {train} training images "
+                        "(dataset.num_examples_per_epoch.train)", carved)
+    return train - carved if split == "train" else carved
+
+
+def _source_split(dataset, split):
+    """The source's split that holds `split`'s images, and how: (name, images to skip, images to take or None)."""
+    carved = validate_from_train(dataset)
+    if split == "test" or (split == "validate" and not carved):
+        return "validate", 0, None
+    if not carved:
+        return "train", 0, None
+    train = positive_int(dataset, "num_examples_per_epoch.train")
+    return ("train", 0, train - carved) if split == "train" else ("train", train - carved, carved)
 
 
 def _check_argument(name, value, valid, expected):
@@ -101,7 +124,8 @@ def make_dataset(
 
     Args:
         dataset: the resolved `dataset` section of the config (a plain dict).
-        split: "train" or "validate".
+        split: "train", "validate" or "test" (the source's held-out split; `validate` too unless
+            `dataset.validate_from_train` carves the validation split from the training images).
         batch_size: examples per batch.
         training: True shuffles (again on every iteration) and applies the `train` steps; False keeps the file
             order and applies the `validate` steps. `final_cpu` and `final_gpu` follow in both.
@@ -137,15 +161,23 @@ def make_dataset(
     moment = lookup(dataset, "task.moment", None)
     offset = label_offset(dataset)
 
-    examples = _read_source(SOURCES[source_type], dataset, split, search_path, training, seed)
-    logger.info("%s, %s split: %s", name, split, examples.origin)
+    source_split, skip, take = _source_split(dataset, split)
+    # A validation split carved from the training images is read in file order, so that it is the same images in
+    # every run, and cut before the shuffle, so that no validation image is ever trained on.
+    examples = _read_source(SOURCES[source_type], dataset, source_split, search_path,
+                            training and take is None, seed)
+    logger.info("%s, %s split: %s%s", name, split, examples.origin,
+                f" (images {skip}-{skip + take - 1} of its {source_split} split)" if take else "")
     cardinality = int(examples.dataset.cardinality())
-    if cardinality >= 0 and cardinality != count:
+    expected = positive_int(dataset, f"num_examples_per_epoch.{source_split}")
+    if cardinality >= 0 and cardinality != expected:
         logger.warning(
             "%s: the %s split holds %d examples but dataset.num_examples_per_epoch.%s is %d",
-            name, split, cardinality, split, count,
+            name, source_split, cardinality, source_split, expected,
         )
     pipeline = examples.dataset
+    if take is not None:
+        pipeline = pipeline.skip(skip).take(take)
     if _should_cache(cache, examples, count, shape):
         pipeline = pipeline.cache()
     if training:

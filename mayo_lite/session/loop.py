@@ -363,8 +363,8 @@ class Loops:
                 break
         return logs
 
-    def evaluate(self, progress=True, max_batches=None):
-        """Top-1, top-5 and mean loss over the validation split (or its first `max_batches` batches).
+    def evaluate(self, progress=True, max_batches=None, split="validate"):
+        """Top-1, top-5 and mean loss over `split` (validate or test), or its first `max_batches` batches.
 
         For a gated model also `density`, the fraction of all gated channels kept, and `layer_densities`, each
         gated layer's mean fraction of active channels, by Keras layer name.
@@ -372,9 +372,9 @@ class Loops:
         session = self.session
         if self._eval_step is None:
             self._eval_step = self._build_eval_step()
-        dataset = session.pipeline("validate")
+        dataset = session.pipeline(split)
         replicas = self.strategy.num_replicas_in_sync
-        _, steps = _batches_per_epoch(session.examples("validate"), session.batch_size, replicas)
+        _, steps = _batches_per_epoch(session.examples(split), session.batch_size, replicas)
         if max_batches is not None:
             dataset = dataset.take(max_batches)
             steps = min(steps, max_batches)
@@ -383,13 +383,13 @@ class Loops:
         totals = np.zeros(4)
         densities = 0.0
         for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=1):
-            with _data_errors(session, "validate"):
+            with _data_errors(session, split):
                 *figures, batch_densities = self._eval_step(batch)
             totals += [float(v) for v in figures]
             densities = densities + np.asarray(batch_densities, dtype=np.float64)
             bar.update(number)
         if totals[3] == 0:
-            raise UserError(f"dataset {session.dataset.get('name')}: the validation split is empty")
+            raise UserError(f"dataset {session.dataset.get('name')}: the {split} split is empty")
         result = {"top1": float(totals[1] / totals[3]), "top5": float(totals[2] / totals[3]),
                   "loss": float(totals[0] / totals[3]), "examples": int(totals[3])}
         if self.gated:

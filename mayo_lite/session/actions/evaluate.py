@@ -1,4 +1,4 @@
-"""The `eval` action: top-1 and top-5 (and the gates' density) on the validation split."""
+"""The `eval` action: top-1 and top-5 (and the gates' density) on the validation split (or `system.eval.split`)."""
 
 import logging
 
@@ -9,12 +9,14 @@ log = logging.getLogger("mayo_lite")
 
 def evaluate(runner):
     session = runner.session()
-    result = session.loops.evaluate()
+    split = session.cfg.get("system.eval.split")
+    result = session.loops.evaluate(split=split)
     density = f", density: {result['density']:.2%}" if "density" in result else ""
     print(f"top1: {result['top1']:.2%}, top5: {result['top5']:.2%}{density}", flush=True)
     if "layer_densities" in result:
         session.measured_densities = (result["layer_densities"], result["examples"])
-    figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "epoch": session.epoch.value,
+    figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "split": split,
+               "epoch": session.epoch.value,
                "top1": round(result["top1"], 6), "top5": round(result["top5"], 6), "loss": round(result["loss"], 6),
                "examples": result["examples"]}
     if "density" in result:
