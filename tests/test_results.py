@@ -26,39 +26,71 @@ def quick(tmp_path_factory):
     return workdir, command, first.stdout
 
 
-def test_every_method_has_a_row_with_the_numbers_of_its_step(quick):
+def _rows(page):
+    """The results table's rows, as lists of cells."""
+    methods = ("dense", "FBS (distilled)", "network slimming", "slimming + FBS")
+    cells = [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in page.splitlines()
+             if line.startswith("| ")]
+    return [row for row in cells if row[0] in methods]
+
+
+def test_every_method_has_a_row_averaged_over_the_seeds(quick):
     workdir, _, _ = quick
     page = (workdir / "out" / "results.md").read_text()
-    steps = json.loads((workdir / "fashion_mnist" / "steps.json").read_text())
-    rows = [line.split(" | ") for line in page.splitlines() if line.startswith("| ") and "%" in line]
-    methods = {row[0].strip("| ") for row in rows}
-    assert methods == {"dense", "FBS (distilled)", "FBS, no distillation", "kernel pruning", "network slimming",
-                       "kernel 30%, reference fine-tuning", "kernel 30%, documented recipe"}
-    # Every top-1 on the page is one a step printed, and every step's top-1 is on the page.
-    printed = sorted(f"{record['top1']:.2f}%" for record in steps.values())
-    assert sorted(row[2] for row in rows) == printed
-    # Dense MACs as `info` counts slim M-CifarNet on 28×28 images.
-    assert "| 8,258,592 |" in page
-    for row in rows:
-        float(row[7].removesuffix(" ms"))  # a latency was measured for every row
-    assert "python benchmarks/results.py --quick" in page and "seed: 0" in page
+    results = json.loads((workdir / "out" / "results.json").read_text())
+    rows = _rows(page)
+    assert {row[0] for row in rows} == {"dense", "FBS (distilled)", "network slimming", "slimming + FBS"}
+    for row, entry in zip(rows, results["rows"]):
+        records = entry["records"]
+        assert len(records) == 2 and row[12] == "2"  # both seeds
+        # The test top-1 cell is the mean ± sample standard deviation of the seeds' test scores (NumPy, ddof=1).
+        scores = np.array([record["test_top1"] for record in records])
+        assert row[3] == f"{scores.mean():.2f}% ± {scores.std(ddof=1):.2f}"
+        validation = np.array([record["val_top1"] for record in records])
+        assert row[2] == f"{validation.mean():.2f}% ± {validation.std(ddof=1):.2f}"
+        if not (entry["method"] == "slimming" and entry["density"] == 1.0):
+            float(row[9].removesuffix(" ms"))  # seed 0's model was timed
+    assert "| 8,258,592 |" in page  # dense MACs as `info` counts slim M-CifarNet on 28×28 images
+    assert "python benchmarks/results.py --quick" in page and "seeds 0, 1" in page
+    assert "code version" in page and ("**met**" in page or "**NOT met**" in page)
 
 
-def test_the_static_methods_meet_the_mac_budget_fbs_reached(quick):
+def test_choices_are_scored_on_the_validation_split_carved_from_training(quick):
     workdir, _, _ = quick
     steps = json.loads((workdir / "fashion_mnist" / "steps.json").read_text())
-    fbs = steps["cifarnet_slim/fbs/0.5"]["effective_macs"]
-    for method in ("kernel", "slimming"):
-        record = steps[f"cifarnet_slim/{method}/0.5"]
-        assert record["budget"] == fbs
-        measured = record.get("effective_macs") or record["macs"]
-        # What `info` counted after fine-tuning is what the search pruned to, and within the budget.
-        assert measured == record["searched_macs"] <= fbs
-        assert measured > 0.9 * fbs  # as close as the granularity allows, not far below
-    # Network slimming's model is really narrower: its `info` counts plain MACs, no masks.
-    assert "effective_macs" not in steps["cifarnet_slim/slimming/0.5"]
-    assert any(width.startswith("model.layers.conv0.num_outputs=")
-               for width in steps["cifarnet_slim/slimming/0.5"]["widths"])
+    results = json.loads((workdir / "out" / "results.json").read_text())
+    for record in steps.values():
+        command = record["command"]
+        first_action = next(i for i, a in enumerate(command) if "=" not in a and not a.endswith(".yaml"))
+        # `my` applies its arguments in order: the split must be set before the first action runs.
+        assert command.index("dataset.validate_from_train=500") < first_action
+    for method, prefix in (("FBS", "fbs_lr"), ("network slimming", "slimming_lr")):
+        choice = results["choices"][method]
+        scores = {float(rate): steps[f"cifarnet_slim/s0/{prefix}{rate}/0.5"]["val_top1"] for rate in choice["scores"]}
+        assert len(scores) == 2 and choice["chosen"] == max(scores, key=lambda rate: (scores[rate], -rate))
+        # The other seeds run the chosen rate only.
+        assert not any(key.startswith("cifarnet_slim/s1/") and prefix in key and str(choice["chosen"]) not in key
+                       for key in steps)
+    # Choices never see the test split: a step records its test score only when it is a row of the table.
+    assert all("test_top1" not in record for key, record in steps.items()
+               if ("fbs_lr" in key or "slimming_lr" in key)
+               and not any(str(results["choices"][m]["chosen"]) in key for m in results["choices"]))
+
+
+def test_the_static_and_combined_methods_meet_the_mac_budget_fbs_reached(quick):
+    workdir, _, _ = quick
+    results = json.loads((workdir / "out" / "results.json").read_text())
+    records = {(entry["method"], entry["density"]): entry["records"] for entry in results["rows"]}
+    for seed in (0, 1):
+        fbs = records[("fbs", 0.5)][seed]["effective_macs"]
+        slimming = records[("slimming", 0.5)][seed]
+        assert slimming["budget"] == fbs
+        # What `info` counted after fine-tuning is what the search pruned to: within the budget, and close to it.
+        assert slimming["macs"] == slimming["searched_macs"] <= fbs and slimming["macs"] > 0.9 * fbs
+        assert "effective_macs" not in slimming  # really narrower: plain MACs, no masks
+        combined = records[("combined", 0.25)][seed]
+        assert combined["effective_macs"] <= records[("fbs", 0.25)][seed]["effective_macs"] == combined["budget"]
+        assert combined["widths"] == slimming["widths"]  # FBS on the network slimmed to FBS-0.5's MACs
 
 
 def test_the_figure_is_a_picture(quick):
@@ -72,12 +104,15 @@ def test_the_figure_is_a_picture(quick):
 
 def test_a_second_run_reuses_the_finished_steps(quick):
     workdir, command, _ = quick
+    latency = json.loads((workdir / "fashion_mnist" / "latency.json").read_text())
     second = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     reused = re.findall(r"^\[(\S+)\] done before", second.stdout, re.MULTILINE)
     steps = json.loads((workdir / "fashion_mnist" / "steps.json").read_text())
     assert sorted(reused) == sorted(steps)
     assert "$ my" not in second.stdout
+    # The latencies were not measured again: the cache of the timed checkpoints and code version answered.
+    assert json.loads((workdir / "fashion_mnist" / "latency.json").read_text()) == latency
 
 
 def test_a_bad_model_name_is_one_line(tmp_path):
@@ -85,6 +120,13 @@ def test_a_bad_model_name_is_one_line(tmp_path):
                              "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "resnet" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_bad_seeds_are_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks/results.py"), "--seeds", "0,one",
+                             "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "--seeds" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr and not (tmp_path / "fashion_mnist").exists()
 
 
 def test_cifar10_needs_its_prepared_data_and_says_so_in_one_line(tmp_path):
