@@ -397,8 +397,8 @@ def test_unknown_source_type_and_missing_keys_are_config_errors():
     del dataset["task"]["shape"]["channels"]
     with pytest.raises(ConfigError, match="dataset.task.shape.channels is missing"):
         make_dataset(dataset, "train", 8, True)
-    with pytest.raises(ConfigError, match="Unknown dataset split 'test'"):
-        num_examples(dataset, "test")
+    with pytest.raises(ConfigError, match="Unknown dataset split 'holdout'; expected one of: train, validate, test"):
+        num_examples(dataset, "holdout")
 
 
 @pytest.mark.parametrize("name", ["fashion_mnist", "mnist", "cifar10", "cifar100", "synthetic"])
