@@ -86,7 +86,8 @@ def _cumulative(rows, method, density):
     """Fine-tuning epochs since the dense model: the steps' epochs summed down the chain (slimming + FBS: its
     slimming step's, then its own)."""
     if method == "combined":
-        return _cumulative(rows, "slimming", 0.5) + rows[(method, density)][0]["epochs"]
+        return _cumulative(rows, "slimming", 0.5) + sum(
+            records[0]["epochs"] for (other, step), records in rows.items() if other == method and step >= density)
     return sum(records[0]["epochs"] for (other, step), records in rows.items()
                if other == method and step >= density)
 
@@ -99,7 +100,7 @@ def verdicts(rows, latency):
         ratio = statistics.mean(macs(r) for r in rows[("dense", None)]) / statistics.mean(
             macs(r) for r in rows[("fbs", 0.5)])
         found.append(f"- **FBS at density 0.5 against dense**: {mean - dense:+.2f} points (test, mean over "
-                     f"{len(rows[('fbs', 0.5)])} seeds; FBS's spread ±{deviation or 0:.2f}) at {ratio:.2f}× fewer "
+                     f"{len(rows[('fbs', 0.5)])} seed{'s' if len(rows[('fbs', 0.5)]) > 1 else ''}; FBS's spread ±{deviation or 0:.2f}) at {ratio:.2f}× fewer "
                      f"MACs — goal (within 1.0 point): **{'met' if dense - mean <= 1.0 else 'NOT met'}**.")
     wins, budgets = 0, [d for (m, d) in rows if m == "slimming" and d != 1.0]
     for density in budgets:
@@ -131,10 +132,10 @@ def verdicts(rows, latency):
                 continue
             ms, _ = latency_of(latency, method, density)
             static_ms, static_lite = latency_of(latency, "slimming", density)
-            against = [("the folded dense model (XLA)", base), ("dense in TensorFlow Lite", lite)]
+            against = [("folded dense", base), ("dense in TensorFlow Lite", lite)]
             if static_ms:
-                against += [("slimming's network of the same MACs (XLA)", static_ms),
-                            ("slimming's network of the same MACs in TensorFlow Lite", static_lite)]
+                against += [("slimming's network of the same MACs, folded", static_ms),
+                            ("that network in TensorFlow Lite", static_lite)]
             slower = [name for name, other in against if other < ms]
             found.append(f"- Latency, {METHODS[method]} at {density}: {ms:.3f} ms; speed-up against "
                          + ", ".join(f"{name} {other / ms:.2f}×" for name, other in against)
@@ -163,13 +164,21 @@ def figure(rows, latency, path, title):
     styles = {"fbs": ("tab:red", "o"), "slimming": ("tab:green", "D"), "combined": ("tab:purple", "s")}
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2))
     dense = spread([r["test_top1"] for r in rows[("dense", None)]])
-    for axis, x in ((left, lambda m, d, rs: statistics.mean(macs(r) for r in rs) / 1e6),
+    cost = {key: statistics.mean(macs(r) for r in rs) for key, rs in rows.items()}
+    for axis, x in ((left, lambda m, d, rs: cost[(m, d)] / 1e6),
                     (right, lambda m, d, rs: latency_of(latency, m, d)[0])):
         axis.axhline(dense[0], color="black", linestyle=":", linewidth=1, label=f"dense ({dense[0]:.2f}%)")
+        if x("dense", None, None):
+            axis.plot([x("dense", None, None)], [dense[0]], marker="*", markersize=12, color="black", linestyle="")
+        lite = latency_of(latency, "dense", None)[1]
+        if axis is right and lite:
+            axis.axvline(lite, color="grey", linestyle="--", linewidth=1, label=f"dense in TFLite ({lite:.3f} ms)")
         for method, (color, marker) in styles.items():
-            points = [(x(m, d, rs), *spread([r["test_top1"] for r in rs]), d) for (m, d), rs in rows.items()
+            # In the order of MACs on both panels: a line joins a method's budgets, not its latencies.
+            points = [(x(m, d, rs), *spread([r["test_top1"] for r in rs]), d) for (m, d), rs in
+                      sorted(rows.items(), key=lambda item: -cost[item[0]])
                       if m == method and not (m == "slimming" and d == 1.0)]
-            points = sorted(point for point in points if point[0])
+            points = [point for point in points if point[0]]
             if points:
                 axis.errorbar([p[0] for p in points], [p[1] for p in points], [p[2] or 0 for p in points],
                               marker=marker, color=color, capsize=3, label=METHODS[method])
@@ -179,7 +188,7 @@ def figure(rows, latency, path, title):
         axis.set_ylabel("test top-1 (%), mean ± std over seeds")
         axis.grid(True, alpha=0.3)
     left.set_xlabel("MACs per image (millions; gates included)")
-    right.set_xlabel("batch-1 CPU latency, seed 0 (ms; FBS on its sparse path, static networks folded by XLA)")
+    right.set_xlabel("batch-1 CPU latency, seed 0 (ms; FBS on its sparse path, dense and slimming folded)")
     left.set_title(f"{title}: top-1 against MACs (label: FBS density of the budget)")
     right.set_title(f"{title}: top-1 against measured latency")
     right.legend(fontsize=8, loc="lower right")
@@ -221,7 +230,8 @@ def write(run, model, dataset, seeded, latency, out, command):
         "the chain (each method gets the same epochs at each budget).",
         "² median batch-1 latency of seed 0's model"
         + (f" over {latency['images']} test images × {latency['repeats']} passes, every model timed side by side in"
-           f" one process ({latency['measured']}): dense and slimming folded and compiled by XLA, FBS and "
+           f" one process ({latency['measured']}): dense and slimming folded (batch norms into the kernels) on the "
+           "faster of XLA and the native runtime, as the tuning chose on this machine, FBS and "
            "slimming + FBS on the sparse path (only the channels the gates keep are computed); TFLite: the same "
            "network converted to TensorFlow Lite (XNNPACK)." if latency else ": not measured."), "",
         "## Verdicts", "", *verdicts(rows, latency), ""]
