@@ -59,6 +59,8 @@ def test_a_documented_recipe_runs_in_quick_mode(document, arguments, tmp_path, m
         QUICK_DATASET.format(fashion_mnist=ROOT / "configs/datasets/fashion_mnist.yaml"))
     quick = []
     for argument in arguments:
+        if argument.startswith("dataset.validate_from_train="):
+            argument = "dataset.validate_from_train=16"  # a carve the quick dataset's 64 training images allow
         quick.append("quick_fashion_mnist.yaml" if argument == "datasets/fashion_mnist.yaml" else argument)
         if argument.startswith("trainers/"):
             # A trainer's own schedule (300 epochs for M-CifarNet) shortened; an epoch count the recipe sets

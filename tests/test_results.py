@@ -31,7 +31,7 @@ def _rows(page):
     methods = ("dense", "FBS (distilled)", "network slimming", "slimming + FBS")
     cells = [[cell.strip() for cell in line.strip().strip("|").split(" | ")] for line in page.splitlines()
              if line.startswith("| ")]
-    return [row for row in cells if row[0] in methods]
+    return [row for row in cells if row[0] in methods and len(row) == 14]  # not the choices table's rows
 
 
 def test_every_method_has_a_row_averaged_over_the_seeds(quick):
@@ -109,7 +109,7 @@ def test_a_second_run_reuses_the_finished_steps(quick):
     assert second.returncode == 0, second.stderr[-3000:]
     reused = re.findall(r"^\[(\S+)\] done before", second.stdout, re.MULTILINE)
     steps = json.loads((workdir / "fashion_mnist" / "steps.json").read_text())
-    assert sorted(reused) == sorted(steps)
+    assert sorted(set(reused)) == sorted(steps)  # a step two chains share is reported by each
     assert "$ my" not in second.stdout
     # The latencies were not measured again: the cache of the timed checkpoints and code version answered.
     assert json.loads((workdir / "fashion_mnist" / "latency.json").read_text()) == latency
