@@ -3,6 +3,7 @@ effective MACs."""
 
 import logging
 
+from mayo_lite.data.description import lookup
 from mayo_lite.errors import DataError
 from mayo_lite.net import model_cost
 from mayo_lite.net.cost import human
@@ -25,6 +26,9 @@ def _gate_densities(runner, session):
     batches = runner.cfg.integer("system.info.density_batches", 0)
     if batches == 0:
         return {}, "nominal gate densities (system.info.density_batches=0)"
+    if lookup(session.dataset, "source.type", None) is None:
+        # Mayo's dataset files name no source (Mayo read TFRecords from its own folders): `info` needs no data.
+        return {}, "nominal gate densities: the dataset names no source to measure them on (dataset.source.type)"
     try:
         result = session.loops.evaluate(progress=False, max_batches=batches)
     except DataError as error:
