@@ -3,6 +3,8 @@ YAML the tests write themselves, one behaviour each."""
 
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 # Mayo's datasets/mnist.yaml: no `source` (Mayo read TFRecords from its own folders), a task type.
 MAYO_MNIST = """
@@ -47,3 +49,69 @@ def test_a_plot_file_is_not_a_model_and_says_so(workspace, capsys):
     assert len(lines) == 1 and "plot.yaml: visualize: Mayo's plotting settings, not a model" in lines[0]
     assert run("mnist.yaml", "info") == 2
     assert "no model: no file given defines `model`" in capsys.readouterr().err
+
+
+# Mayo's models/hadamard/cifarnet.yaml, small: a module of a depthwise convolution (slim's separable convolution
+# without num_outputs) and a Hadamard layer, an instance key the module ignores, `num_outputs: num_classes`.
+HADAMARD = """
+model:
+    name: hadamard_small
+    layers:
+        _conv: &conv
+            type: convolution
+            kernel_size: [3, 3]
+            normalizer_fn: tensorflow.contrib.slim.batch_norm
+            normalizer_params: {center: true, scale: true, decay: 0.9997, epsilon: 0.001}
+            activation_fn: tensorflow.nn.relu6
+        _dhconv: &dhconv
+            type: module
+            kwargs: {stride: null, num_outputs: null}
+            layers:
+                depthwise:
+                    <<: *conv
+                    type: depthwise_separable_convolution
+                    stride: ^(stride)
+                    depth_multiplier: 1
+                    depthwise_regularizer: {type: tensorflow.contrib.layers.l2_regularizer, scale: 0.00004}
+                hadamard: {type: hadamard, use_scales: false}
+            graph: {from: input, with: [depthwise, hadamard], to: output}
+        conv0: {<<: *conv, num_outputs: 16}
+        conv1: {<<: *dhconv, kernel_size: 3, stride: 1, num_outputs: 16}
+        conv2: {<<: *conv, type: hadamard_convolution, num_outputs: 32, stride: 2}
+        pool: {type: reduce_mean, axis: [1, 2], keep_dims: true}
+        fc: {type: convolution, kernel_size: 1, num_outputs: num_classes, activation_fn: null, normalizer_fn: null}
+        logits: {type: squeeze, axis: [1, 2]}
+    graph: {from: input, with: [conv0, conv1, conv2, pool, fc, logits], to: output}
+"""
+
+
+def sylvester(channels):
+    matrix = np.ones((1, 1))
+    while len(matrix) < channels:
+        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
+    return matrix
+
+
+def test_the_hadamard_layer_is_the_sylvester_matrix_product():
+    from mayo_lite.layers import Hadamard
+    values = np.random.default_rng(0).normal(size=(2, 3, 3, 32)).astype(np.float32)
+    np.testing.assert_allclose(Hadamard()(values), values @ sylvester(32), atol=1e-4)
+    # Mayo's `variable_scales`: per-channel scales first, trained, started near 1/sqrt(C).
+    scaled = Hadamard(variable_scales=True)
+    outputs = scaled(values)
+    scales = scaled.scales.numpy()
+    assert np.allclose(scales, 1 / np.sqrt(32), atol=0.01)
+    np.testing.assert_allclose(outputs, (values * scales) @ sylvester(32), atol=1e-4)
+
+
+def test_a_mayo_hadamard_model_trains_and_counts_its_macs(workspace, capsys):
+    from tests.synthetic import synthetic_dataset
+    run = workspace({"data.yaml": synthetic_dataset(channels=3), "model.yaml": HADAMARD})
+    assert run("data.yaml", "model.yaml", str(ROOT / "configs/trainers/lenet5.yaml"), "system.max_epochs=1",
+               "system.checkpoint.load=null", "train", "info") == 0
+    captured = capsys.readouterr()
+    assert "conv1: key kernel_size ignored: not a keyword argument of this module" in captured.err
+    # MACs by hand, 8×8 input: conv0 3·3·3·16 per pixel, conv1's depthwise 3·3·16, conv2 grouped (16 groups of 2
+    # outputs) at stride 2 on 4×4: 3·3·1·32, the Hadamard transforms none (additions only), fc 32·4.
+    expected = 64 * 9 * 3 * 16 + 64 * 9 * 16 + 16 * 9 * 32 + 32 * 4
+    assert f"{expected:,} MACs" in captured.out

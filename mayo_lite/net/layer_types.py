@@ -7,7 +7,7 @@ import logging
 import keras
 
 from mayo_lite.errors import ConfigError, with_suggestions
-from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, MaskedDense, MaskedDepthwiseConv2D, ReduceMean,
+from mayo_lite.layers import (GatedConv2D, Hadamard, LocalResponseNormalization, MaskedDense, MaskedDepthwiseConv2D, ReduceMean,
                               Squeeze)
 from mayo_lite.layers.reshaping import SpaceToDepth
 from mayo_lite.layers.arguments import GateArgumentError
@@ -137,17 +137,61 @@ def _depthwise_convolution(builder):
 
 
 def _depthwise_separable_convolution(builder):
-    # slim.separable_conv2d: depthwise then pointwise, the normalizer and activation only after the pointwise.
+    # slim.separable_conv2d: depthwise then pointwise, the normalizer and activation only after the pointwise;
+    # without num_outputs (Mayo's Hadamard models) the depthwise part alone, as slim does.
+    if builder.get("num_outputs") is None:
+        builder.finish(_depthwise(builder, builder.name))
+        return
     _depthwise(builder, f"{builder.name}.depthwise")
     pointwise = builder.keep(builder.convolution_class(
         builder.integer("num_outputs", None), 1,
         kernel_initializer=builder.initializer("pointwise_initializer", "glorot_uniform"),
-        kernel_regularizer=builder.regularizer("weights_regularizer"),
+        kernel_regularizer=builder.regularizer(
+            "pointwise_regularizer" if builder.get("pointwise_regularizer") is not None else "weights_regularizer"),
         trainable=builder.trainable(),
         name=builder.name,
         **builder.bias_arguments(),
         **builder.weight_quantizers(use_bias=builder.get("normalizer_fn") is None)))
     builder.finish(pointwise)
+
+
+def _hadamard(builder):
+    # Mayo's `block` chooses how the transform is computed, not what it computes (its fast and slow transforms
+    # agree), and its files' `use_scales` is read by nothing in Mayo: both accepted and unused.
+    variable_scales = builder.get("variable_scales", False)
+    if not isinstance(variable_scales, bool):
+        raise ConfigError(f"{builder.where}.variable_scales: expected true or false, got {variable_scales!r}")
+    builder.finish(builder.keep(Hadamard(variable_scales=variable_scales, name=builder.name)))
+
+
+def _hadamard_convolution(builder):
+    """Mayo's `hadamard_convolution`: a depthwise convolution (as many outputs as inputs) or a grouped one (one group
+    per input channel, num_outputs a multiple of the inputs), then the Hadamard transform mixes the channels; the
+    normalizer and activation (ReLU by default) come after the transform. Channel counts must be powers of 2."""
+    padding, explicit = builder.padding("same")
+    if explicit:
+        builder.keep(keras.layers.ZeroPadding2D(explicit, name=f"{builder.name}.pad"))
+    outputs = builder.get("num_outputs")
+
+    def spatial(input_shape):
+        channels = input_shape[-1]
+        wanted = channels if outputs is None else outputs
+        if wanted % channels or any(2 ** (n.bit_length() - 1) != n for n in (channels, wanted)):
+            raise ConfigError(f"{builder.where}: a Hadamard convolution needs power-of-2 channel counts, outputs a "
+                              f"multiple of the inputs; got {channels} inputs, num_outputs {wanted}")
+        common = dict(strides=pair(builder.get("stride", 1), "stride", builder.where), padding=padding,
+                      dilation_rate=pair(builder.get("rate", 1), "rate", builder.where),
+                      trainable=builder.trainable(), name=f"{builder.name}.conv", **builder.bias_arguments())
+        kernel = pair(builder.get("kernel_size"), "kernel_size", builder.where)
+        initializer = builder.initializer("weights_initializer", "glorot_uniform")
+        regularizer = builder.regularizer("weights_regularizer")
+        if wanted == channels:
+            return keras.layers.DepthwiseConv2D(kernel, depthwise_initializer=initializer,
+                                                depthwise_regularizer=regularizer, **common)
+        return keras.layers.Conv2D(wanted, kernel, groups=channels, kernel_initializer=initializer,
+                                   kernel_regularizer=regularizer, **common)
+    builder.keep_for_input(spatial)
+    builder.finish(builder.keep(Hadamard(name=builder.name)))
 
 
 def _fully_connected(builder):
@@ -293,7 +337,11 @@ LAYER_TYPES = {
     "gated_convolution": (_gated_convolution, CONV_KEYS | {"num_outputs", "gate_params"}),
     "depthwise_convolution": (_depthwise_convolution, CONV_KEYS | {"depth_multiplier", "depthwise_regularizer"}),
     "depthwise_separable_convolution": (
-        _depthwise_separable_convolution, CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer"}),
+        _depthwise_separable_convolution, CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer",
+                                                       "depthwise_regularizer", "pointwise_regularizer"}),
+    "hadamard": (_hadamard, {"variable_scales", "use_scales", "block", "normalizer_fn", "normalizer_params",
+                             "activation_fn"}),
+    "hadamard_convolution": (_hadamard_convolution, CONV_KEYS | {"num_outputs", "block"}),
     "fully_connected": (_fully_connected, CONV_KEYS - {"kernel_size", "stride", "padding", "rate"}
                         | {"num_outputs"}),
     "max_pool": (_pool(keras.layers.MaxPooling2D), POOL_KEYS),
