@@ -1,6 +1,7 @@
 """Mayo's own files, round two: what a Mayo user's gated models, dataset files and other files meet here — Mayo-style
 YAML the tests write themselves, one behaviour each."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,80 @@ def test_a_mayo_hadamard_model_trains_and_counts_its_macs(workspace, capsys):
     # outputs) at stride 2 on 4×4: 3·3·1·32, the Hadamard transforms none (additions only), fc 32·4.
     expected = 64 * 9 * 3 * 16 + 64 * 9 * 16 + 16 * 9 * 32 + 32 * 4
     assert f"{expected:,} MACs" in captured.out
+
+
+# Mayo's models/gate/input/lenet5.yaml, small: local gating after each convolution, older Mayo's layout of the
+# dataset keys (`dataset.preprocess`, `dataset.background_class`), Mayo's own batch norm.
+INPUT_GATED = """
+dataset:
+    background_class: {use: false}
+    preprocess:
+        shape: {height: 8, width: 8, channels: 3}
+        validate: null
+model:
+    name: input_gated
+    layers:
+        conv0: &conv
+            type: convolution
+            kernel_size: 3
+            num_outputs: 8
+            normalizer_fn: mayo.objects.normalize.custom_batch_norm
+            normalizer_params: {center: true, scale: true, decay: 0.9997, epsilon: 0.001}
+        gate0: &gate {type: local_gating, policy: {type: threshold_based, alpha: 0.35}}
+        conv1: {<<: *conv, num_outputs: 16}
+        gate1: *gate
+        pool: {type: reduce_mean, axis: [1, 2]}
+        logits: {type: fully_connected, num_outputs: num_classes, activation_fn: null}
+    graph: {from: input, with: [conv0, gate0, conv1, gate1, pool, logits], to: output}
+"""
+
+
+def test_local_gating_zeroes_the_channels_of_small_mean_magnitude():
+    from mayo_lite.layers import LocalGating
+    values = np.random.default_rng(1).normal(0.2, 1.0, size=(3, 5, 5, 16)).astype(np.float32)
+    means = np.abs(values.mean(axis=(1, 2), keepdims=True))
+    expected = values * (means > 0.2)  # NumPy reference of Mayo's threshold_based policy
+    np.testing.assert_allclose(LocalGating(0.2)(values), expected, atol=1e-6)
+    assert 0 < (means > 0.2).mean() < 1  # the test keeps some channels and drops others
+
+
+def test_a_mayo_input_gated_model_trains_with_the_older_dataset_layout(workspace, capsys):
+    from tests.synthetic import synthetic_dataset
+    run = workspace({"data.yaml": synthetic_dataset(channels=3), "model.yaml": INPUT_GATED})
+    assert run("data.yaml", "model.yaml", str(ROOT / "configs/trainers/lenet5.yaml"), "system.max_epochs=1",
+               "system.checkpoint.load=null", "train", "eval", "info") == 0
+    out = capsys.readouterr().out
+    assert "input 8×8×3: as the model's dataset.task.preprocess.shape sets it" in out  # the older place, read
+    assert "input gating (gate0, gate1): switches channels off per image" in out
+    assert f"{64 * 9 * 3 * 8 + 64 * 9 * 8 * 16 + 16 * 4:,} MACs" in out
+
+
+def test_mayos_gate_spellings_are_read(workspace, capsys):
+    from tests.synthetic import synthetic_dataset
+    gated = """
+model:
+    name: gated
+    layers:
+        conv0:
+            type: gated_convolution
+            kernel_size: 3
+            num_outputs: 8
+            enable: false
+            normalizer_fn: tensorflow.contrib.slim.batch_norm
+            normalizer_params: {scale: true}
+            gate_params: {policy: parametric_gamma, density: 0.5, weight: 0.0001}
+        pool: {type: reduce_mean, axis: [1, 2]}
+        logits: {type: fully_connected, num_outputs: $(dataset.task.num_classes), activation_fn: null}
+    graph: {from: input, with: [conv0, pool, logits], to: output}
+"""
+    run = workspace({"data.yaml": synthetic_dataset(channels=3), "gated.yaml": gated,
+                     "enabled.yaml": gated.replace("enable: false", "enable: true")})
+    assert run("data.yaml", "gated.yaml", "system.checkpoint.load=null", "info") == 0
+    captured = capsys.readouterr()
+    assert "gate_params.weight: older Mayo's gate-loss weight" in captured.err
+    # `enable: false` on the layer switched the gate off: every channel computed, the predictor's MACs on top.
+    reduction = re.search(r"effective [\d,]+ MACs \(.*?\), ([\d.]+)× fewer", captured.out)
+    assert float(reduction.group(1)) < 1
+    assert run("data.yaml", "enabled.yaml", "system.checkpoint.load=null", "info") == 0
+    reduction = re.search(r"effective [\d,]+ MACs \(.*?\), ([\d.]+)× fewer", capsys.readouterr().out)
+    assert float(reduction.group(1)) > 1.5  # parametric_gamma read as the parametric policy, density 0.5

@@ -7,7 +7,7 @@ import logging
 import keras
 
 from mayo_lite.errors import ConfigError, with_suggestions
-from mayo_lite.layers import (GatedConv2D, Hadamard, LocalResponseNormalization, MaskedDense, MaskedDepthwiseConv2D, ReduceMean,
+from mayo_lite.layers import (GatedConv2D, Hadamard, LocalGating, LocalResponseNormalization, MaskedDense, MaskedDepthwiseConv2D, ReduceMean,
                               Squeeze)
 from mayo_lite.layers.reshaping import SpaceToDepth
 from mayo_lite.layers.arguments import GateArgumentError
@@ -56,6 +56,18 @@ def _gate_arguments(builder):
     if not isinstance(params, dict):
         raise ConfigError(f"{builder.where_key('gate_params')}: expected a mapping with at least `density` "
                           f"(usually $(_gate)), got {params!r}")
+    params = dict(params)
+    if "weight" in params:
+        # Older Mayo's weight of the gate's loss; today's Mayo reads none (the weights are `regularizer`'s values).
+        log.warning("%s.weight: older Mayo's gate-loss weight, read by nothing in Mayo today (regularizer: "
+                    "{l1: WEIGHT, ...} weights the gate's losses): ignored", builder.where_key("gate_params"))
+        params.pop("weight")
+    if builder.get("enable") is not None:
+        # Mayo's squeezenet_v11 gate file switches gates off with `enable` on the layer (Mayo passes it on to
+        # slim's convolution, which refuses it); read as gate_params.enable unless that is given.
+        params.setdefault("enable", builder.get("enable"))
+    if params.get("policy") == "parametric_gamma":  # older Mayo's name of the parametric policy
+        params["policy"] = "parametric"
     unknown = sorted(str(key) for key in params if key not in GATE_PARAMS)
     if unknown:
         hints = with_suggestions(unknown, GATE_PARAMS)
@@ -70,7 +82,8 @@ def _gate_arguments(builder):
     normalizer = builder.normalizer()
     if normalizer is None:
         raise ConfigError(f"{builder.where}.normalizer_fn: a gated convolution needs a batch-norm normalizer "
-                          "(the gate replaces its scale); add normalizer_fn: batch_norm")
+                          "(the gate replaces its scale; Mayo's parametric policy refuses it too); add "
+                          "normalizer_fn: batch_norm")
     for key in ("momentum", "epsilon", "scale", "center"):
         if key in normalizer.kwargs:
             arguments[key] = normalizer.kwargs[key]
@@ -157,11 +170,29 @@ def _depthwise_separable_convolution(builder):
 
 def _hadamard(builder):
     # Mayo's `block` chooses how the transform is computed, not what it computes (its fast and slow transforms
-    # agree), and its files' `use_scales` is read by nothing in Mayo: both accepted and unused.
+    # agree); its files' `use_scales` and `num_outputs` are read by nothing in Mayo (the transform keeps its
+    # input's channels): all accepted and unused.
     variable_scales = builder.get("variable_scales", False)
     if not isinstance(variable_scales, bool):
         raise ConfigError(f"{builder.where}.variable_scales: expected true or false, got {variable_scales!r}")
     builder.finish(builder.keep(Hadamard(variable_scales=variable_scales, name=builder.name)))
+
+
+def _local_gating(builder):
+    policy = builder.get("policy")
+    kind = policy.get("type") if isinstance(policy, dict) else None
+    if kind != "threshold_based":
+        # Mayo's files use only this policy; its learned one (a 1×1 convolution, a regularizer, a sign) was removed
+        # from Mayo with the layer.
+        raise ConfigError(f"{builder.where}.policy: expected {{type: threshold_based, alpha: A}}, as Mayo's "
+                          f"input-gated models give it, got {policy!r}")
+    unknown = sorted(str(key) for key in policy if key not in ("type", "alpha"))
+    if unknown:
+        raise ConfigError(f"{builder.where}.policy: unknown key {', '.join(unknown)} (accepted: type, alpha)")
+    alpha = policy.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
+        raise ConfigError(f"{builder.where}.policy.alpha: expected a number >= 0, got {alpha!r}")
+    builder.keep(LocalGating(alpha, name=builder.name))
 
 
 def _hadamard_convolution(builder):
@@ -334,14 +365,15 @@ LAYER_TYPES = {
     "convolution": (_convolution, CONV_KEYS | {"num_outputs"}),
     # A gated layer normalises its output, so it has no bias: Mayo drops the bias arguments a base convolution
     # passes to it, and so does this (they are accepted and unused).
-    "gated_convolution": (_gated_convolution, CONV_KEYS | {"num_outputs", "gate_params"}),
+    "gated_convolution": (_gated_convolution, CONV_KEYS | {"num_outputs", "gate_params", "enable"}),
     "depthwise_convolution": (_depthwise_convolution, CONV_KEYS | {"depth_multiplier", "depthwise_regularizer"}),
     "depthwise_separable_convolution": (
         _depthwise_separable_convolution, CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer",
                                                        "depthwise_regularizer", "pointwise_regularizer"}),
-    "hadamard": (_hadamard, {"variable_scales", "use_scales", "block", "normalizer_fn", "normalizer_params",
-                             "activation_fn"}),
+    "hadamard": (_hadamard, {"variable_scales", "use_scales", "block", "num_outputs", "normalizer_fn",
+                             "normalizer_params", "activation_fn"}),
     "hadamard_convolution": (_hadamard_convolution, CONV_KEYS | {"num_outputs", "block"}),
+    "local_gating": (_local_gating, {"policy"}),
     "fully_connected": (_fully_connected, CONV_KEYS - {"kernel_size", "stride", "padding", "rate"}
                         | {"num_outputs"}),
     "max_pool": (_pool(keras.layers.MaxPooling2D), POOL_KEYS),

@@ -5,6 +5,7 @@ import logging
 
 from mayo_lite.data.description import lookup
 from mayo_lite.errors import DataError
+from mayo_lite.layers import LocalGating
 from mayo_lite.net import model_cost
 from mayo_lite.net.cost import human
 from mayo_lite.session.actions.common import plumbing as _plumbing
@@ -58,6 +59,10 @@ def info(runner):
               f"{total['macs'] / max(effective, 1):.2f}× fewer", flush=True)
     if cost.quantized:
         print(cost.size_line(), flush=True)
+    gates = [layer.name for layer in session.model.layers if isinstance(layer, LocalGating)]
+    if gates:  # its saving depends on each image and on alpha: not estimated
+        print(f"input gating ({', '.join(gates)}): switches channels off per image; the MACs above count them all",
+              flush=True)
 
     def value(key, row):
         number = row[key]
