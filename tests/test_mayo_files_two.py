@@ -116,6 +116,11 @@ def test_a_mayo_hadamard_model_trains_and_counts_its_macs(workspace, capsys):
     # outputs) at stride 2 on 4×4: 3·3·1·32, the Hadamard transforms none (additions only), fc 32·4.
     expected = 64 * 9 * 3 * 16 + 64 * 9 * 16 + 16 * 9 * 32 + 32 * 4
     assert f"{expected:,} MACs" in captured.out
+    # `bench` times it: the folded program has no grouped convolution, which it says in one line; the rest runs.
+    assert run("data.yaml", "model.yaml", "system.bench.images=2", "system.bench.repeats=1", "bench") == 0
+    captured = capsys.readouterr()
+    assert "bench: no folded dense row" in captured.err and "grouped convolutions" in captured.err
+    assert "dense, TensorFlow Lite (XNNPACK)" in captured.out
 
 
 # Mayo's models/gate/input/lenet5.yaml, small: local gating after each convolution, older Mayo's layout of the
@@ -162,6 +167,9 @@ def test_a_mayo_input_gated_model_trains_with_the_older_dataset_layout(workspace
     assert "input 8×8×3: as the model's dataset.task.preprocess.shape sets it" in out  # the older place, read
     assert "input gating (gate0, gate1): switches channels off per image" in out
     assert f"{64 * 9 * 3 * 8 + 64 * 9 * 8 * 16 + 16 * 4:,} MACs" in out
+    assert run("data.yaml", "model.yaml", "system.bench.images=2", "system.bench.repeats=1", "bench") == 0
+    out = capsys.readouterr().out
+    assert "folded dense vs Keras dense: outputs differ by at most" in out  # its gates folded and checked
 
 
 def test_mayos_gate_spellings_are_read(workspace, capsys):
