@@ -9,6 +9,7 @@ at once. Settings of one action only (the `prune:` section, the trainer) are che
 import tempfile
 from pathlib import Path
 
+from mayo_lite.errors import ConfigError
 from mayo_lite.config.keys import located_error
 from mayo_lite.session import cluster
 
@@ -58,6 +59,13 @@ def _dataset(cfg):
     """The dataset description's values every action reads: what the data room would refuse only once the model
     is built and a checkpoint loaded, refused here first, naming the file that set the key."""
     cfg.name("dataset.name")
+    task = cfg.get("dataset.task.type", None)
+    if task is not None and str(task).rsplit(".", 1)[-1] != "Classify":
+        # Mayo's tasks are mayo.task.image.Classify and the detection task YOLOv2 (VOC): only the first is here.
+        raise located_error(cfg.origin("dataset.task.type"), "dataset.task.type",
+                            f"{task} is Mayo's object detection task, out of scope: mayo-lite trains, prunes and "
+                            "gates image classifiers (mayo.task.image.Classify)" if "YOLO" in str(task) else
+                            f"unknown task {task!r}; mayo-lite runs image classification (mayo.task.image.Classify)")
     fitted = cfg.get("dataset.task.preprocess.shape", None)
     if fitted is not None and not isinstance(fitted, dict):
         raise located_error(cfg.origin("dataset.task.preprocess.shape"), "dataset.task.preprocess.shape",
@@ -110,6 +118,12 @@ def _distribution(cfg):
 
 def check_settings(cfg, action):
     """Raises a ConfigError for the first bad setting that `action` would use."""
+    if "model" not in cfg and action != "export":
+        if "visualize" in cfg:  # Mayo's models/plot/*.yaml: settings of its plotting command
+            raise located_error(cfg.origin("visualize"), "visualize", "Mayo's plotting settings, not a model; "
+                                "give a model file (mayo-lite draws its figures with the plot action)")
+        raise ConfigError(f"no model: no file given defines `model` (action {action}); give a model file first, "
+                          "e.g. models/lenet5.yaml")
     _distribution(cfg)
     cfg.integer("system.batch_size_per_gpu", 1)
     cfg.number("system.max_epochs", 0, low_open=True)

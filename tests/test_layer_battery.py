@@ -6,8 +6,8 @@ import keras
 import pytest
 from keras.src import testing
 
-from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, MaskedConv2D, MaskedDense,
-                              MaskedDepthwiseConv2D, ReduceMean, Squeeze)
+from mayo_lite.layers import (GatedConv2D, Hadamard, LocalGating, LocalResponseNormalization, MaskedConv2D,
+                              MaskedDense, MaskedDepthwiseConv2D, ReduceMean, Squeeze)
 from mayo_lite.layers.arguments import GateArgumentError
 
 
@@ -51,6 +51,15 @@ class LayerBattery(testing.TestCase):
     def test_reduce_mean(self):
         self.run_layer_test(ReduceMean, init_kwargs={"axis": [1, 2], "keepdims": True},
                             input_shape=(2, 4, 4, 6), expected_output_shape=(2, 1, 1, 6), supports_masking=False)
+
+    def test_hadamard(self):
+        self.run_layer_test(Hadamard, init_kwargs={"variable_scales": True}, input_shape=(2, 4, 4, 8),
+                            expected_output_shape=(2, 4, 4, 8), expected_num_trainable_weights=1,
+                            supports_masking=False)
+
+    def test_local_gating(self):
+        self.run_layer_test(LocalGating, init_kwargs={"alpha": 0.1}, input_shape=(2, 4, 4, 6),
+                            expected_output_shape=(2, 4, 4, 6), supports_masking=False)
 
     def test_squeeze(self):
         self.run_layer_test(Squeeze, init_kwargs={"axis": [1, 2]},

@@ -168,9 +168,12 @@ def test_every_layer_type_builds(kind):
         "local_response_normalization": {"depth_radius": 2},
         "crop": {"cropping": 1},
         "space_to_depth": {"block_size": 2},
+        "hadamard_convolution": {"kernel_size": 3, "num_outputs": 8},
+        "local_gating": {"policy": {"type": "threshold_based", "alpha": 0.1}},
     }
     spec = {"type": kind, **specs.get(kind, {})}
-    shape = (4, 4, 1) if kind == "squeeze" else (4, 4, 3)
+    # The Hadamard transform needs a power of 2 channels.
+    shape = (4, 4, 1) if kind == "squeeze" else (4, 4, 4) if kind.startswith("hadamard") else (4, 4, 3)
     edges = [{"from": "input", "with": "x", "to": "output"}]
     if kind in ("add", "concat", "mul"):
         edges = [{"from": "input", "with": "a", "to": "t"}, {"from": ["input", "t"], "with": "x", "to": "output"}]

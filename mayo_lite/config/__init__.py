@@ -71,6 +71,21 @@ def _nest(keys, value):
 CLOSED_SECTIONS = ("system",)
 
 
+def _older_mayo_dataset(tree):
+    """Mayo's older files (its input-gated and Hadamard models) set `dataset.preprocess` and
+    `dataset.background_class`, which later Mayo moved under `dataset.task`: moved there, where a file of the new
+    layout would have them (a key the file also sets there stays as that file sets it)."""
+    dataset = tree.get("dataset") if isinstance(tree, dict) else None
+    if not isinstance(dataset, dict):
+        return
+    for key in ("preprocess", "background_class"):
+        if isinstance(dataset.get(key), dict):
+            task = dataset.setdefault("task", {})
+            if isinstance(task, dict):
+                moved = dataset.pop(key)
+                task[key] = {**moved, **task.get(key, {})} if isinstance(task.get(key), dict) else moved
+
+
 def _check_known_keys(tree, path, defaults, origin):
     """Raises for a key of a closed section that the defaults do not have, with the closest known key."""
     for key, value in tree.items():
@@ -110,6 +125,7 @@ class Config:
         found, name = self._find(path)
         layers = load_file(found, name)
         for tree, layer_name in layers:
+            _older_mayo_dataset(tree)
             _check_known_keys(tree, (), _defaults(), layer_name)
         for tree, layer_name in layers:
             merge_into(self._tree, tree, self._origins, layer_name)

@@ -6,11 +6,13 @@ The runner builds models from them, but `from mayo_lite.layers import ...` needs
 from mayo_lite.layers.gated import GatedConv2D
 from mayo_lite.layers.gated_models import gated_layers, mean_density
 from mayo_lite.layers.thresholds import GlobalThreshold, update_global_threshold
+from mayo_lite.layers.hadamard import Hadamard
+from mayo_lite.layers.local_gating import LocalGating
 from mayo_lite.layers.masked import MASKED_LAYERS, MaskConstraint, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
 from mayo_lite.layers.normalization import LocalResponseNormalization
 from mayo_lite.layers.reduction import ReduceMean
 from mayo_lite.layers.reshaping import SpaceToDepth, Squeeze
 
-__all__ = ["GatedConv2D", "GlobalThreshold", "LocalResponseNormalization", "ReduceMean", "SpaceToDepth", "Squeeze", "gated_layers",
+__all__ = ["GatedConv2D", "Hadamard", "LocalGating", "GlobalThreshold", "LocalResponseNormalization", "ReduceMean", "SpaceToDepth", "Squeeze", "gated_layers",
            "MASKED_LAYERS", "MaskConstraint", "MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D",
            "mean_density", "update_global_threshold"]

@@ -101,8 +101,10 @@ class GraphBuilder:
             raise ConfigError(f"{where}.kwargs: expected a mapping, got {kwargs!r}")
         unknown = sorted(str(key) for key in spec if key not in _MODULE_KEYS | {"type"} and key not in kwargs)
         if unknown:
-            raise ConfigError(f"{where}: unknown key {', '.join(unknown)} for module "
-                              f"(keyword arguments: {', '.join(sorted(map(str, kwargs))) or 'none'})")
+            # Mayo passes a module only its `kwargs` and ignores the other keys of its instance (its Hadamard
+            # models give `kernel_size` to a module that fixes it): ignored here too, but said.
+            log.warning("%s: key %s ignored: not a keyword argument of this module (%s), as in Mayo", where,
+                        ", ".join(unknown), ", ".join(sorted(map(str, kwargs))) or "none")
         # The config room has substituted the module's `^()` arguments already (Config.get expands modules).
         layers, graph = spec.get("layers") or {}, spec.get("graph")
 

@@ -11,6 +11,7 @@ from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, MaskedDen
                               Squeeze)
 from mayo_lite.layers.reshaping import SpaceToDepth
 from mayo_lite.layers.arguments import GateArgumentError
+from mayo_lite.net.mayo_layer_types import MAYO_LAYER_TYPES
 from mayo_lite.net.specs import BATCH_NORM_KEYS, CONV_KEYS, POOL_KEYS, pair, sequence
 
 log = logging.getLogger("mayo_lite")
@@ -56,6 +57,18 @@ def _gate_arguments(builder):
     if not isinstance(params, dict):
         raise ConfigError(f"{builder.where_key('gate_params')}: expected a mapping with at least `density` "
                           f"(usually $(_gate)), got {params!r}")
+    params = dict(params)
+    if "weight" in params:
+        # Older Mayo's weight of the gate's loss; today's Mayo reads none (the weights are `regularizer`'s values).
+        log.warning("%s.weight: older Mayo's gate-loss weight, read by nothing in Mayo today (regularizer: "
+                    "{l1: WEIGHT, ...} weights the gate's losses): ignored", builder.where_key("gate_params"))
+        params.pop("weight")
+    if builder.get("enable") is not None:
+        # Mayo's squeezenet_v11 gate file switches gates off with `enable` on the layer (Mayo passes it on to
+        # slim's convolution, which refuses it); read as gate_params.enable unless that is given.
+        params.setdefault("enable", builder.get("enable"))
+    if params.get("policy") == "parametric_gamma":  # older Mayo's name of the parametric policy
+        params["policy"] = "parametric"
     unknown = sorted(str(key) for key in params if key not in GATE_PARAMS)
     if unknown:
         hints = with_suggestions(unknown, GATE_PARAMS)
@@ -70,7 +83,8 @@ def _gate_arguments(builder):
     normalizer = builder.normalizer()
     if normalizer is None:
         raise ConfigError(f"{builder.where}.normalizer_fn: a gated convolution needs a batch-norm normalizer "
-                          "(the gate replaces its scale); add normalizer_fn: batch_norm")
+                          "(the gate replaces its scale; Mayo's parametric policy refuses it too); add "
+                          "normalizer_fn: batch_norm")
     for key in ("momentum", "epsilon", "scale", "center"):
         if key in normalizer.kwargs:
             arguments[key] = normalizer.kwargs[key]
@@ -137,12 +151,17 @@ def _depthwise_convolution(builder):
 
 
 def _depthwise_separable_convolution(builder):
-    # slim.separable_conv2d: depthwise then pointwise, the normalizer and activation only after the pointwise.
+    # slim.separable_conv2d: depthwise then pointwise, the normalizer and activation only after the pointwise;
+    # without num_outputs (Mayo's Hadamard models) the depthwise part alone, as slim does.
+    if builder.get("num_outputs") is None:
+        builder.finish(_depthwise(builder, builder.name))
+        return
     _depthwise(builder, f"{builder.name}.depthwise")
     pointwise = builder.keep(builder.convolution_class(
         builder.integer("num_outputs", None), 1,
         kernel_initializer=builder.initializer("pointwise_initializer", "glorot_uniform"),
-        kernel_regularizer=builder.regularizer("weights_regularizer"),
+        kernel_regularizer=builder.regularizer(
+            "pointwise_regularizer" if builder.get("pointwise_regularizer") is not None else "weights_regularizer"),
         trainable=builder.trainable(),
         name=builder.name,
         **builder.bias_arguments(),
@@ -290,10 +309,11 @@ LAYER_TYPES = {
     "convolution": (_convolution, CONV_KEYS | {"num_outputs"}),
     # A gated layer normalises its output, so it has no bias: Mayo drops the bias arguments a base convolution
     # passes to it, and so does this (they are accepted and unused).
-    "gated_convolution": (_gated_convolution, CONV_KEYS | {"num_outputs", "gate_params"}),
+    "gated_convolution": (_gated_convolution, CONV_KEYS | {"num_outputs", "gate_params", "enable"}),
     "depthwise_convolution": (_depthwise_convolution, CONV_KEYS | {"depth_multiplier", "depthwise_regularizer"}),
     "depthwise_separable_convolution": (
-        _depthwise_separable_convolution, CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer"}),
+        _depthwise_separable_convolution, CONV_KEYS | {"num_outputs", "depth_multiplier", "pointwise_initializer",
+                                                       "depthwise_regularizer", "pointwise_regularizer"}),
     "fully_connected": (_fully_connected, CONV_KEYS - {"kernel_size", "stride", "padding", "rate"}
                         | {"num_outputs"}),
     "max_pool": (_pool(keras.layers.MaxPooling2D), POOL_KEYS),
@@ -313,3 +333,4 @@ LAYER_TYPES = {
     "space_to_depth": (_space_to_depth, {"block_size"}),
     "local_response_normalization": (_local_response_normalization, {"depth_radius", "bias", "alpha", "beta"}),
 }
+LAYER_TYPES.update(MAYO_LAYER_TYPES)

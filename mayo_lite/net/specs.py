@@ -200,3 +200,14 @@ def check_keys(spec, allowed, where):
     if unknown:
         raise ConfigError(f"{where}: unknown key {', '.join(with_suggestions(unknown, allowed))} for {spec['type']} "
                           f"(accepted: {', '.join(sorted(allowed))})")
+
+
+def with_class_count(model, classes):
+    """`model` with every `num_outputs: num_classes` (older Mayo's spelling, still in its input-gated and Hadamard
+    files) replaced by `classes`, in modules too."""
+    if isinstance(model, dict):
+        return {key: classes if key == "num_outputs" and value == "num_classes" else with_class_count(value, classes)
+                for key, value in model.items()}
+    if isinstance(model, list):
+        return [with_class_count(value, classes) for value in model]
+    return model

@@ -192,6 +192,9 @@ NORMALIZERS = {
         BatchNormSpec, ["epsilon", "scale", "center"], rename={"decay": "momentum"},
         defaults={"momentum": 0.999, "epsilon": 0.001, "center": True, "scale": False}),
 }
+# Mayo's own batch norm (mayo/objects/normalize.py): slim.batch_norm while training, and at inference the same
+# moving-statistics formula written out for its fixed-point overriders; same arguments, same defaults.
+NORMALIZERS["mayo.objects.normalize.custom_batch_norm"] = NORMALIZERS["tensorflow.contrib.slim.batch_norm"]
 
 ACTIVATIONS = {
     name: ActivationSpec(name) for name in

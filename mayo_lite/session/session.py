@@ -20,6 +20,7 @@ from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.net import build_model, dense_sources
+from mayo_lite.net.specs import with_class_count
 from mayo_lite.session import cluster, distill
 from mayo_lite.session.callbacks import DivergedError
 from mayo_lite.session.loop import Loops, epoch_text
@@ -74,7 +75,7 @@ class Session:
         source = continue_from if continue_from is not None else self._selected_path()
         # Mayo's pruning overriders on layers are read as `prune:` settings (session/pruning.py reads them too).
         mayo = translate(self.cfg.get("model"), cfg.where)  # self.cfg: num_classes after the background rule
-        self.model_spec = mayo.model  # the model section without them
+        self.model_spec = with_class_count(mayo.model, self.cfg.get("dataset.task.num_classes", None))
         # Convolutions carry pruning masks when the config prunes or the checkpoint was pruned; otherwise a plain
         # model pays nothing for them.
         self.masked = cfg.get("prune", None) is not None or mayo.prune is not None or (

@@ -105,8 +105,9 @@ def bench(runner):
         print(f"  {name}: outputs differ by at most {difference:.2g}")
     sparse = variants.get("sparse")
     if ratios:
-        print(f"sparse execution ({_engine_line(sparse)}): {ratios['speedup']:.2f}× dense Keras, "
-              f"{ratios['speedup_vs_folded']:.2f}× the folded dense path"
+        print(f"sparse execution ({_engine_line(sparse)}): {ratios['speedup']:.2f}× dense Keras"
+              + (f", {ratios['speedup_vs_folded']:.2f}× the folded dense path" if "speedup_vs_folded" in ratios
+                 else "")
               + (f", {ratios['speedup_vs_tflite']:.2f}× TensorFlow Lite's dense model"
                  if "speedup_vs_tflite" in ratios else "")
               + (f"; {ratios['sparse_over_static']:.2f}× the time of the static network of the same width"

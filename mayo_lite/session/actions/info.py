@@ -3,7 +3,9 @@ effective MACs."""
 
 import logging
 
+from mayo_lite.data.description import lookup
 from mayo_lite.errors import DataError
+from mayo_lite.layers import LocalGating
 from mayo_lite.net import model_cost
 from mayo_lite.net.cost import human
 from mayo_lite.session.actions.common import plumbing as _plumbing
@@ -25,6 +27,9 @@ def _gate_densities(runner, session):
     batches = runner.cfg.integer("system.info.density_batches", 0)
     if batches == 0:
         return {}, "nominal gate densities (system.info.density_batches=0)"
+    if lookup(session.dataset, "source.type", None) is None:
+        # Mayo's dataset files name no source (Mayo read TFRecords from its own folders): `info` needs no data.
+        return {}, "nominal gate densities: the dataset names no source to measure them on (dataset.source.type)"
     try:
         result = session.loops.evaluate(progress=False, max_batches=batches)
     except DataError as error:
@@ -54,6 +59,10 @@ def info(runner):
               f"{total['macs'] / max(effective, 1):.2f}× fewer", flush=True)
     if cost.quantized:
         print(cost.size_line(), flush=True)
+    gates = [layer.name for layer in session.model.layers if isinstance(layer, LocalGating)]
+    if gates:  # its saving depends on each image and on alpha: not estimated
+        print(f"input gating ({', '.join(gates)}): switches channels off per image; the MACs above count them all",
+              flush=True)
 
     def value(key, row):
         number = row[key]
