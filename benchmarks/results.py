@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results_page import DATASETS, MODELS, write  # noqa: E402
-from results_steps import ROOT, Run, combined_chain, fbs_chain, session, slimming_chain  # noqa: E402
+from results_steps import ROOT, Run, combined_chain, fbs_chain, row_session, slimming_chain  # noqa: E402
 
 RATES = [0.03, 0.1]  # fine-tuning learning rates tried on the validation split (0.03: trainers/gate_finetune.yaml)
 FULL = {"models": ["cifarnet_slim"], "seeds": [0, 1, 2], "dense_epochs": 5, "rates": RATES,
@@ -116,10 +116,7 @@ def test_scores(run, rows):
         for record in records:
             if "test_top1" in record:
                 continue
-            files = [argument for argument in record["command"] if argument.endswith(".yaml")]
-            overrides = [argument for argument in record["command"] if argument.startswith(("model.layers.",
-                                                                                          "_gate."))]
-            current = session(run, files, record["checkpoint"], overrides)
+            current = row_session(run, record)
             result = current.loops.evaluate(progress=False, split="test", max_batches=run.mode["test_batches"])
             record.update(test_top1=round(result["top1"] * 100, 2), test_top5=round(result["top5"] * 100, 2),
                           test_density=result.get("density"))
@@ -146,10 +143,7 @@ def timed(run, rows, retime):
         for record in records:
             if method == "slimming" and record["density_setting"] == 1.0:
                 continue  # the L1 epoch's network is the dense one
-            files = [argument for argument in record["command"] if argument.endswith(".yaml")]
-            overrides = [argument for argument in record["command"] if argument.startswith(("model.layers.",
-                                                                                          "_gate."))]
-            current = session(run, files, record["checkpoint"], overrides)
+            current = row_session(run, record)
             if images is None:
                 batches = current.pipeline("test").unbatch().take(run.mode["images"])
                 images = [image[None].numpy().astype(np.float32) for image, *_ in batches]

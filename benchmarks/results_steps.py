@@ -136,6 +136,14 @@ def session(run, files, load, overrides=()):
     return Session(cfg)
 
 
+def row_session(run, record):
+    """A session of the model a step's record trained, with its checkpoint: its command's config files and the
+    overrides that shape the network (widths, gate density)."""
+    files = [argument for argument in record["command"] if argument.endswith(".yaml")]
+    overrides = [argument for argument in record["command"] if argument.startswith(("model.layers.", "_gate."))]
+    return session(run, files, record["checkpoint"], overrides)
+
+
 def effective_macs(model):
     from mayo_lite.net import model_cost
     return model_cost(model).total["effective_macs"]
