@@ -29,7 +29,7 @@ def worker(arguments):
     import keras
 
     from mayo_lite.cli import Runner
-    from mayo_lite.session.session import prepare_devices
+    from mayo_lite.session.session import prepared_settings
 
     runner = Runner()
     runner.cfg.load(arguments.model)
@@ -43,7 +43,7 @@ def worker(arguments):
                      f"dataset.num_examples_per_epoch.train={arguments.steps * arguments.batch * replicas}",
                      f"system.strategy={'multi_worker' if workers > 1 else 'default'}"):
         runner.cfg.override(override)
-    prepare_devices(runner.cfg)
+    runner.settings = prepared_settings(runner.cfg, "train")
     session = runner.session()
 
     class Timer(keras.callbacks.Callback):

@@ -23,6 +23,34 @@ class UserError(Exception):
     """A mistake in what the user asked for: a config, an argument, a checkpoint, missing data."""
 
 
+class ArgumentError(UserError, ValueError):
+    """A bad argument of a layer, a quantizer or a function of the Python API, in Keras' wording: "Invalid value
+    received for argument `rate`. Expected a float in [0, 1]. Received: rate=2", after whoever received it
+    ("Layer 'conv1': ", "FixedPointQuantizer: ") when given. A `ValueError`, as Keras raises for bad arguments,
+    and a `UserError`, so the launcher reports it in one line; `argument`, `expected` and `value` let a caller (the
+    YAML model builder) name the key in its own terms. The one class for argument errors of the package."""
+
+    def __init__(self, argument, expected, value, owner=None):
+        super().__init__(argument_message(argument, expected, value, owner))
+        self.argument = argument
+        self.expected = expected
+        self.value = value
+        self.owner = owner
+
+
+def argument_message(argument, expected, value, owner=None):
+    """Keras' wording for a bad argument, the one formatter of the package (`ArgumentError`'s, and the data
+    room's for the arguments of a preprocessing step, which are config errors)."""
+    prefix = f"{owner}: " if owner else ""
+    return (f"{prefix}Invalid value received for argument `{argument}`. Expected {expected}. "
+            f"Received: {argument}={value!r}")
+
+
+def interval(low, high, low_open=False, high_open=False):
+    """`[low, high]`, `(low, high]`, ...: the range an error says a number must lie in."""
+    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
 class ConfigError(UserError):
     """A configuration that cannot be loaded, merged or resolved; the message names the file and key path."""
 

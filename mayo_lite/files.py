@@ -30,7 +30,7 @@ def write_atomically(path, text):
         raise UserError(f"cannot write {path}: {error.strerror or error} (nothing was changed)") from None
 
 
-# Set once per process, on a worker other than the chief of a multi-worker run (mayo_lite.session.cluster).
+# Set once per process, on a worker other than the chief of a multi-worker run (mayo_lite.distribute.cluster).
 _scratch = None
 
 

@@ -1,29 +1,83 @@
-"""Every `system` setting and name an action relies on, checked before the action does any work.
+"""Every `system` setting and name an action relies on, checked before the action does any work and read once into
+a typed `Settings` that the command line hands to the session and the actions.
 
 The command line calls `check_settings` before each action: a bad value costs nothing (no model built, no
 checkpoint read, no epoch trained) and prints one line naming the file and key. Without TensorFlow, so it answers
 at once. Settings of one action only (the `prune:` section, the trainer) are checked by that action's own check in
-`check` functions of `mayo_lite.session.actions`, also before any work.
+`check` functions of `mayo_lite.session.actions`, also before any work. Nothing else reads a `system.*` key: the
+session, its callbacks and the actions read the `Settings` (`system.replicas`, which the strategy derives, is the
+one value set, not read, once the devices are prepared).
 """
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from mayo_lite.errors import ConfigError
 from mayo_lite.config.keys import located_error
-from mayo_lite.session import cluster
+from mayo_lite.distribute import checks as distribution_checks
+from mayo_lite.distribute.checks import Distribution
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-# Why `parameter_server` is refused, in the error a user sees.
-PARAMETER_SERVER = ("parameter_server is refused: training is one synchronous step whose FBS global thresholds and "
-                    "masks need all-reduce, while ParameterServerStrategy runs steps a coordinator schedules "
-                    "(ClusterCoordinator.schedule); use multi_worker")
-# The origin of the keys `mayo_lite.session.strategy` sets before each action, which a config must not set.
-DERIVED = "the distribution strategy"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 CACHE = ("auto", True, False)
 SEED_RANGE = (0, 2 ** 32 - 1)  # what NumPy and TensorFlow seeds accept
+EVAL_SPLITS = ("validate", "test")
+ENGINES = ("auto", "xla", "native")
+
+
+@dataclass(frozen=True)
+class Bench:
+    """`system.bench.*`: the `bench` action's."""
+    images: int
+    repeats: int
+    tflite: bool
+    profile: bool
+    engine: str
+
+
+@dataclass(frozen=True)
+class Plot:
+    """`system.plot.*`: the `plot` action's."""
+    path: Path
+    batches: int
+    runs: tuple
+
+
+@dataclass(frozen=True)
+class Export:
+    """`system.export.*`: the `export-model` action's (format names are checked against the formats by its check)."""
+    path: Path
+    formats: tuple
+    images: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The `system` settings of one action, checked. The sections of other actions are None."""
+    distribution: Distribution
+    log_level: str
+    batch_size_per_gpu: int
+    max_epochs: float
+    seed: Optional[int]
+    precision: str
+    save_interval: Optional[int]       # system.checkpoint.save.interval, epochs
+    save_keep: Optional[int]           # system.checkpoint.save.keep
+    checkpoint_load: object            # system.checkpoint.load: a selector (latest, name, epoch, path) or None
+    shuffle_buffer: int
+    cache: object                      # "auto", True or False
+    search_path: tuple                 # system.search_path.dataset
+    plumbing: bool                     # system.info.plumbing: write each action's figures as YAML
+    density_batches: int               # system.info.density_batches
+    tensorboard: Optional[str]         # system.log.tensorboard
+    history: Optional[str]             # system.log.history
+    checkpoint_path: Optional[Path] = None  # None for `export`
+    eval_split: Optional[str] = None   # `eval` and `eval-all`
+    bench: Optional[Bench] = None
+    plot: Optional[Plot] = None
+    export: Optional[Export] = None
+    replicas: Optional[int] = None     # the replicas in sync, once the command line prepared the devices
 
 
 def _directory(cfg, key, writing):
@@ -53,6 +107,7 @@ def _search_path(cfg):
     if not isinstance(value, list) or not all(isinstance(entry, str) and entry for entry in value):
         raise located_error(cfg.origin("system.search_path.dataset"), "system.search_path.dataset",
                             f"expected a list of directories, got {value!r}")
+    return tuple(value)
 
 
 def _dataset(cfg):
@@ -88,80 +143,76 @@ def _dataset(cfg):
         cfg.integer("dataset.source.seed", *SEED_RANGE)
 
 
-def _distribution(cfg):
-    """The strategy and its devices; a multi-worker run's cluster (system.cluster or TF_CONFIG) too."""
-    replicas = cfg.integer("system.num_gpus", 1)
-    if cfg.get("system.strategy") == "parameter_server":
-        raise located_error(cfg.origin("system.strategy"), "system.strategy", PARAMETER_SERVER)
-    strategy = cfg.choice("system.strategy", STRATEGIES)
-    visible = cfg.get("system.visible_gpus")
-    if visible is not None:
-        where = cfg.origin("system.visible_gpus")
-        if (not isinstance(visible, list) or not visible or len(set(visible)) != len(visible) or not all(
-                isinstance(index, int) and not isinstance(index, bool) and index >= 0 for index in visible)):
-            raise located_error(where, "system.visible_gpus", f"expected a list of distinct GPU indices (integers "
-                                                              f"≥ 0) or null, got {visible!r}")
-        if strategy == "tpu":
-            raise located_error(where, "system.visible_gpus", "a tpu run has no GPUs to choose; set it to null")
-        if replicas not in (1, len(visible)):
-            raise located_error(cfg.origin("system.num_gpus"), "system.num_gpus",
-                                f"{replicas} replicas, but system.visible_gpus lists {len(visible)} GPUs; leave "
-                                "num_gpus at 1 (visible_gpus sets the replicas)")
-    for key in ("system.replicas", "system.global_batch_size"):
-        origin = cfg.origin(key)
-        if origin not in ("defaults", DERIVED):
-            raise located_error(origin, key, "the strategy sets it (from num_gpus, visible_gpus and the workers); "
-                                             "read it, do not set it")
-    cfg.number("system.cluster_timeout", 0, low_open=True)
-    cluster.read(cfg)
+def _log_path(cfg, key):
+    value = cfg.get(key)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise located_error(cfg.origin(key), key, f"expected a path or null, got {value!r}")
+    return value
+
+
+def _bench(cfg):
+    return Bench(cfg.integer("system.bench.images", 1), cfg.integer("system.bench.repeats", 1),
+                 cfg.boolean("system.bench.tflite"), cfg.boolean("system.bench.profile"),
+                 cfg.choice("system.bench.engine", ENGINES))
+
+
+def _plot(cfg):
+    path = _directory(cfg, "system.plot.path", True)
+    batches = cfg.integer("system.plot.batches", 1)
+    runs = cfg.get("system.plot.runs")
+    if not isinstance(runs, list) or not all(isinstance(name, str) and name for name in runs):
+        raise located_error(cfg.origin("system.plot.runs"), "system.plot.runs",
+                            f"expected a list of eval_all.csv paths, got {runs!r}")
+    return Plot(path, batches, tuple(runs))
+
+
+def _export(cfg):
+    path = _directory(cfg, "system.export.path", True)
+    formats = cfg.get("system.export.formats")
+    if not isinstance(formats, list) or not formats or not all(isinstance(name, str) for name in formats):
+        raise located_error(cfg.origin("system.export.formats"), "system.export.formats",
+                            f"expected a list of format names, got {formats!r}")
+    return Export(path, tuple(formats), cfg.integer("system.export.images", 1))
+
+
+SECTIONS = {"bench": ("bench", _bench), "plot": ("plot", _plot), "export-model": ("export", _export)}
 
 
 def check_settings(cfg, action):
-    """Raises a ConfigError for the first bad setting that `action` would use."""
+    """The `Settings` that `action` uses, checked; a ConfigError for the first bad one."""
     if "model" not in cfg and action != "export":
         if "visualize" in cfg:  # Mayo's models/plot/*.yaml: settings of its plotting command
             raise located_error(cfg.origin("visualize"), "visualize", "Mayo's plotting settings, not a model; "
                                 "give a model file (mayo-lite draws its figures with the plot action)")
         raise ConfigError(f"no model: no file given defines `model` (action {action}); give a model file first, "
                           "e.g. models/lenet5.yaml")
-    _distribution(cfg)
-    cfg.integer("system.batch_size_per_gpu", 1)
-    cfg.number("system.max_epochs", 0, low_open=True)
-    cfg.integer("system.seed", *SEED_RANGE, optional=True)
-    cfg.choice("system.precision", PRECISIONS)
-    cfg.choice("system.log.level", LOG_LEVELS)
-    cfg.integer("system.checkpoint.save.interval", 1, optional=True)
-    cfg.integer("system.checkpoint.save.keep", 1, optional=True)
-    cfg.integer("system.pipeline.shuffle_buffer", 1)
-    cfg.choice("system.pipeline.cache", CACHE)
-    cfg.boolean("system.info.plumbing")
-    cfg.integer("system.info.density_batches", 0)
-    _search_path(cfg)
-    for key in ("system.log.tensorboard", "system.log.history"):
-        value = cfg.get(key)
-        if value is not None and (not isinstance(value, str) or not value):
-            raise located_error(cfg.origin(key), key, f"expected a path or null, got {value!r}")
+    values = dict(
+        distribution=distribution_checks.read(cfg),
+        batch_size_per_gpu=cfg.integer("system.batch_size_per_gpu", 1),
+        max_epochs=float(cfg.number("system.max_epochs", 0, low_open=True)),
+        seed=cfg.integer("system.seed", *SEED_RANGE, optional=True),
+        precision=cfg.choice("system.precision", PRECISIONS),
+        log_level=cfg.choice("system.log.level", LOG_LEVELS),
+        save_interval=cfg.integer("system.checkpoint.save.interval", 1, optional=True),
+        save_keep=cfg.integer("system.checkpoint.save.keep", 1, optional=True),
+        checkpoint_load=cfg.get("system.checkpoint.load", None),
+        shuffle_buffer=cfg.integer("system.pipeline.shuffle_buffer", 1),
+        cache=cfg.choice("system.pipeline.cache", CACHE),
+        plumbing=cfg.boolean("system.info.plumbing"),
+        density_batches=cfg.integer("system.info.density_batches", 0),
+        search_path=_search_path(cfg),
+        tensorboard=_log_path(cfg, "system.log.tensorboard"),
+        history=_log_path(cfg, "system.log.history"))
     if action == "export":
-        return
+        return Settings(**values)
     cfg.name("model.name")
     if "dataset" in cfg:
         _dataset(cfg)
     writes_checkpoints = action in ("train", "save", "prune")
-    _directory(cfg, "system.checkpoint.path", writes_checkpoints)
+    values["checkpoint_path"] = _directory(cfg, "system.checkpoint.path", writes_checkpoints)
     if action in ("eval", "eval-all"):
-        cfg.choice("system.eval.split", ("validate", "test"))
-    if action == "bench":
-        cfg.integer("system.bench.images", 1)
-        cfg.integer("system.bench.repeats", 1)
-        cfg.boolean("system.bench.tflite")
-        cfg.boolean("system.bench.profile")
-        cfg.choice("system.bench.engine", ("auto", "xla", "native"))
-    if action == "plot":
-        _directory(cfg, "system.plot.path", True)
-        cfg.integer("system.plot.batches", 1)
-        runs = cfg.get("system.plot.runs")
-        if not isinstance(runs, list) or not all(isinstance(name, str) and name for name in runs):
-            raise located_error(cfg.origin("system.plot.runs"), "system.plot.runs",
-                                f"expected a list of eval_all.csv paths, got {runs!r}")
-    if action == "export-model":
-        _directory(cfg, "system.export.path", True)
+        values["eval_split"] = cfg.choice("system.eval.split", EVAL_SPLITS)
+    if action in SECTIONS:
+        field, read = SECTIONS[action]
+        values[field] = read(cfg)
+    return Settings(**values)

@@ -14,7 +14,8 @@ import yaml
 from mayo_lite.cli import Runner
 from mayo_lite.config import Config
 from mayo_lite.layers import GatedConv2D
-from mayo_lite.net import build_model, layer_table, totals
+from mayo_lite.models.estimate import layer_table, totals
+from mayo_lite.net import build_model
 from mayo_lite.weights.checkpoint import read
 from tests.synthetic import synthetic_dataset
 

@@ -8,7 +8,7 @@ from keras.src import testing
 
 from mayo_lite.layers import (GatedConv2D, Hadamard, LocalGating, LocalResponseNormalization, MaskedConv2D,
                               MaskedDense, MaskedDepthwiseConv2D, ReduceMean, Squeeze)
-from mayo_lite.layers.arguments import GateArgumentError
+from mayo_lite.errors import ArgumentError
 
 
 class LayerBattery(testing.TestCase):
@@ -69,7 +69,7 @@ class LayerBattery(testing.TestCase):
 @pytest.mark.parametrize("keyword, value", [("data_format", "channels_first"), ("use_bias", True), ("groups", 2),
                                             ("bias_initializer", "zeros"), ("activity_regularizer", "l2")])
 def test_conv2d_keywords_a_gate_cannot_honour_are_refused_by_name(keyword, value):
-    with pytest.raises(GateArgumentError, match=f"argument `{keyword}`"):
+    with pytest.raises(ArgumentError, match=f"argument `{keyword}`"):
         GatedConv2D(4, 3, density=0.5, **{keyword: value})
 
 

@@ -39,7 +39,7 @@ def test_bad_arguments_name_the_argument(make, message):
 
 
 def test_squeeze_refuses_an_axis_that_is_not_one():
-    with pytest.raises(ValueError, match="Axis 1 has size 3"):
+    with pytest.raises(ValueError, match="axis 1 has size 3"):
         Squeeze([1])(np.zeros((2, 3, 1), "float32"))
 
 

@@ -2,7 +2,7 @@
 
 Parameter counts here are Keras counts, which include batch norm's moving mean and variance; torchvision counts only
 trainable tensors, so the trainable count is compared with torchvision where the layouts agree. MACs follow
-mayo_lite.net.estimate (convolutions and dense layers only).
+mayo_lite.models.estimate (convolutions and dense layers only).
 """
 
 import functools
@@ -14,7 +14,8 @@ import pytest
 import keras
 
 from mayo_lite.config import Config
-from mayo_lite.net import build_model, layer_table, totals
+from mayo_lite.models.estimate import layer_table, totals
+from mayo_lite.net import build_model
 
 IMAGENET = {
     "name": "imagenet",

@@ -18,7 +18,7 @@ import pytest
 from benchmarks.scaling import free_ports  # the benchmark starts workers on 127.0.0.1 the same way
 from mayo_lite import files
 from mayo_lite.cli import main
-from mayo_lite.session import cluster as clusters
+from mayo_lite.distribute import cluster as clusters
 from mayo_lite.weights.checkpoint import digest, read
 from tests.synthetic import synthetic_dataset
 

@@ -4,7 +4,8 @@ the MACs of the narrower widths counted independently, and nothing removed that 
 import numpy as np
 
 from mayo_lite.config import Config
-from mayo_lite.net import kept_channels, model_cost, narrow_model
+from mayo_lite.models.narrowing import kept_channels
+from mayo_lite.net import model_cost, narrow_model
 from mayo_lite.prune import prune_model
 from mayo_lite.session.session import Session
 

@@ -10,7 +10,8 @@ import keras
 
 from mayo_lite.config import Config
 from mayo_lite.errors import ConfigError
-from mayo_lite.net import LAYER_TYPES, build_model, layer_table, totals
+from mayo_lite.models.estimate import layer_table, totals
+from mayo_lite.net import LAYER_TYPES, build_model
 
 
 def model_from(text, num_classes=10, shape=(32, 32, 3)):

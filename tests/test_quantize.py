@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mayo_lite import quantize
+from mayo_lite.errors import ArgumentError
 from mayo_lite.prune import add_masks
 
 RNG = np.random.default_rng(0)
@@ -170,7 +171,7 @@ def test_mixed_labels_channels_and_recentralizer_centres_each_sign():
     (quantize.FloatingPointQuantizer, {"width": 4, "exponent_bias": 1, "mantissa_width": 5}, "mantissa_width"),
 ])
 def test_bad_arguments_name_the_argument(cls, arguments, argument):
-    with pytest.raises(quantize.QuantizerArgumentError, match=f"argument `{argument}`"):
+    with pytest.raises(ArgumentError, match=f"argument `{argument}`"):
         cls(**arguments)
 
 

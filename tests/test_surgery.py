@@ -16,7 +16,8 @@ from mayo_lite.config import Config
 from mayo_lite.config.mayo_overriders import translate
 from mayo_lite.errors import ConfigError
 from mayo_lite.layers import GatedConv2D, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
-from mayo_lite.prune import GradualPruning, PruneArgumentError, add_masks
+from mayo_lite.errors import ArgumentError
+from mayo_lite.prune import GradualPruning, add_masks
 from mayo_lite.prune.schedule import ScheduleError, parse_schedule
 from mayo_lite.prune.surgery import surgery_mask, update_masks
 from mayo_lite.session import pruning
@@ -213,7 +214,7 @@ def test_surgery_refuses_a_gated_convolution_whose_mask_cannot_regrow():
     model = keras.Sequential([keras.Input((8, 8, 3)), GatedConv2D(4, 3, density=0.5, use_mask=True, name="gated"),
                               keras.layers.GlobalAveragePooling2D()])
     model.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(PruneArgumentError, match="leave gated out"):
+    with pytest.raises(ArgumentError, match="leave gated out"):
         model.fit(np.zeros((4, 8, 8, 3)), np.zeros((4, 4)), verbose=0,
                   callbacks=[GradualPruning({"type": "surgery", "alpha": 1.0})])
 

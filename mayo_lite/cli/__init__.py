@@ -5,6 +5,7 @@ and config errors answer at once.
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -59,13 +60,14 @@ class Runner:
 
     def __init__(self):
         self.cfg = Config()
+        self.settings = None  # the checked `system` settings of the action running (mayo_lite.settings)
         self._session = None
 
     def session(self):
         if self._session is None or self._session.version != self.cfg.version:
             previous, self._session = self._session, None
             from mayo_lite.session.session import Session
-            self._session = Session(self.cfg, continue_from=self._continuation(previous))
+            self._session = Session(self.cfg, self.settings, continue_from=self._continuation(previous))
         return self._session
 
     def _continuation(self, previous):
@@ -75,7 +77,7 @@ class Runner:
         trained, whichever run directory they were saved in."""
         if previous is None or previous.checkpoint_path is None:
             return None
-        if self.cfg.get("system.checkpoint.load", None) != previous.selector:
+        if self.settings.checkpoint_load != previous.selector:
             return None
         return previous.checkpoint_path
 
@@ -83,14 +85,14 @@ class Runner:
         self._session = None
 
     def act(self, name):
-        _configure_logging(self.cfg.get("system.log.level", "info"))
-        check_settings(self.cfg, name)  # before anything is built, read or written
+        settings = check_settings(self.cfg, name)  # before anything is built, read or written
+        _configure_logging(settings.log_level)
         with _native_notices_silenced(not log.isEnabledFor(logging.DEBUG)):
-            from mayo_lite.session.session import prepare_devices  # TensorFlow loads only now
+            from mayo_lite.distribute.strategy import prepare_devices  # TensorFlow loads only now
             action, check = load_action(name)
-        prepare_devices(self.cfg)
+        self.settings = dataclasses.replace(settings, replicas=prepare_devices(self.cfg, settings.distribution))
         if check is not None:
-            check(self.cfg)
+            check(self.cfg, self.settings)
         log.debug("action %s", name)
         action(self)
 

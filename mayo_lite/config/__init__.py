@@ -18,7 +18,7 @@ import yaml
 import mayo_lite
 from mayo_lite.config.arith import Arith, Dumper
 from mayo_lite.config.keys import format_path, located_error, parse_path, shorten
-from mayo_lite.errors import did_you_mean
+from mayo_lite.errors import did_you_mean, interval
 from mayo_lite.config.loader import MAX_DEPTH, load_file, parse_value, to_tree
 from mayo_lite.config.references import MissingPath, Resolver, expand_modules, substitute_module_kwargs
 from mayo_lite.config.tree import Origins, PathError, merge_into, set_path
@@ -207,7 +207,7 @@ class Config:
         if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) or (
                 high is not None and value > high):
             bounds = {(None, None): "an integer", (1, None): "a positive integer", (0, None): "an integer ≥ 0"}
-            expected = bounds.get((low, high), f"an integer in [{low}, {high}]")
+            expected = bounds.get((low, high), f"an integer in {interval(low, high)}")
             raise self._bad(path, expected + (" or null" if optional else ""), value)
         return value
 
@@ -218,9 +218,8 @@ class Config:
             return None
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or value < low or value > high or (low_open and value == low)):
-            interval = f"{'(' if low_open else '['}{low}, {high}]"
             positive = (low, high, low_open) == (0, math.inf, True)
-            expected = "a positive number" if positive else f"a number in {interval}"
+            expected = "a positive number" if positive else f"a number in {interval(low, high, low_open)}"
             raise self._bad(path, expected + (" or null" if optional else ""), value)
         return float(value) if isinstance(value, float) else value
 

@@ -23,7 +23,7 @@ from mayo_lite.data.description import (
 )
 from mayo_lite.data.preprocess import apply_steps, compile_steps, fit_to_shape
 from mayo_lite.data.sources import SOURCES
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, argument_message
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ def _source_split(dataset, split):
 
 def _check_argument(name, value, valid, expected):
     if not valid:
-        raise ConfigError(
-            f"Invalid value received for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
-        )
+        raise ConfigError(argument_message(name, expected, value))
 
 
 def _is_positive_int(value):

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ConfigError, argument_message
 
 # slim's inception preprocessing (`distort_color`, `distorted_bounding_box_crop`), which Mayo copied.
 BRIGHTNESS_MAX_DELTA = 32.0 / 255.0
@@ -42,10 +42,7 @@ class StepContext(NamedTuple):
 
 
 def _invalid(step, name, value, expected):
-    return ConfigError(
-        f"Invalid value received for argument `{name}` of step `{step}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
-    )
+    return ConfigError(argument_message(name, expected, value, f"step `{step}`"))
 
 
 def _is_number(value):

@@ -7,9 +7,9 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import GatedConv2D
-from mayo_lite.layers.arguments import GateArgumentError
+from mayo_lite.errors import ArgumentError
 from mayo_lite.models.cloning import ModelError, all_layers, as_functional, calls, check_model, clone, consumers
-from mayo_lite.net.sources import gate_sources
+from mayo_lite.fbs.sources import gate_sources
 
 
 @dataclasses.dataclass
@@ -164,7 +164,7 @@ def add_gates(model, density, **gate_options):
     try:  # every gated layer built before any copy, so a bad option fails at once
         gated = {key: _gated_layer(conv, batch_norm, name, {"density": density, **gate_options})
                  for key, (conv, batch_norm, _, name) in chains.items()}
-    except GateArgumentError as error:
+    except ArgumentError as error:
         raise ModelError(f"add_gates: {error}") from None
 
     def replace(layer):

@@ -12,8 +12,9 @@ import keras
 from keras import ops
 
 from mayo_lite.layers.arguments import Arguments
-from mayo_lite.layers.gate_ops import POOLS, REGULARIZERS, SPARSITY_REGULARIZERS, per_sample
-from mayo_lite.layers.masked import as_quantizer, build_quantizer, constrain_to_mask
+from mayo_lite.layers.gate_ops import (POOLS, REGULARIZERS, SPARSITY_REGULARIZERS, affine, normalization,
+                                       per_sample)
+from mayo_lite.layers.masking import as_quantizer, build_quantizer, constrain_to_mask
 from mayo_lite.layers.thresholds import (INITIAL_THRESHOLD, GlobalThreshold, active_count, batch_mean, follow,
                                          global_batch, kth_largest, replica_id)
 
@@ -107,17 +108,8 @@ class GatedConv2D(keras.layers.Conv2D):
         self.momentum = arguments.number("momentum", momentum, 0, 1)
         self.epsilon = arguments.number("epsilon", epsilon, 0, math.inf, low_open=True,
                                         expected="a positive float")
-        self.regularizer = self._check_regularizer(arguments, regularizer, policy)
-        if policy == "parametric" and not scale:
-            raise arguments.invalid("scale", "True with policy='parametric' (its gamma replaces the batch norm's "
-                                             "scale)", scale)
-        if policy != "parametric":
-            for name, value in (("parametric_beta", parametric_beta), ("add_beta_first", add_beta_first)):
-                if value:
-                    raise arguments.invalid(name, "False unless policy='parametric'", value)
-        if parametric_beta and not center:
-            raise arguments.invalid("parametric_beta", "False when center=False (there is no beta)",
-                                    parametric_beta)
+        self.regularizer = arguments.gate_regularizer(regularizer, policy, REGULARIZERS)
+        arguments.gate_combinations(policy, scale, center, parametric_beta, add_beta_first)
         if threshold == "global" and not isinstance(global_threshold, GlobalThreshold):
             raise arguments.invalid("global_threshold", "a GlobalThreshold with threshold='global'",
                                     global_threshold)
@@ -139,21 +131,6 @@ class GatedConv2D(keras.layers.Conv2D):
         self.global_threshold = global_threshold
         # Replica -> gamma for `update_global_threshold`: the replicas of a step trace through this one object.
         object.__setattr__(self, "_recorded_gammas", {})
-
-    @staticmethod
-    def _check_regularizer(arguments, regularizer, policy):
-        if regularizer is not None and not isinstance(regularizer, dict):
-            raise arguments.invalid("regularizer", "a dict of loss weights or None", regularizer)
-        regularizer = dict(regularizer or {})
-        for name, weight in regularizer.items():
-            arguments.choice("regularizer", name, REGULARIZERS)
-            arguments.number(f"regularizer.{name}", weight, -math.inf, math.inf, expected="a number")
-        if policy == "naive" and not regularizer.get("mse", 0) > 0:
-            raise arguments.invalid("regularizer", "a positive `mse` weight with policy='naive' (it is what trains "
-                                                   "the naive gate)", regularizer)
-        if policy != "naive" and "mse" in regularizer:
-            raise arguments.invalid("regularizer", "no `mse` unless policy='naive'", regularizer)
-        return {name: float(weight) for name, weight in regularizer.items()}
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -251,24 +228,6 @@ class GatedConv2D(keras.layers.Conv2D):
         gamma = self.predict(POOLS[self.pool](inputs))
         return gamma, self._active(gamma)
 
-    def _statistics(self, conved, training):
-        """(mean, 1 / std) of the normalisation, per channel or per sample and channel; `n = (y − mean) / std`.
-
-        As Keras' BatchNormalization does under mixed precision, the moments are computed and the moving statistics
-        kept in float32, and cast to the compute dtype (float16 would overflow a sum of squares).
-        """
-        wide = ops.cast(conved, "float32")
-        if self.norm == "channel":
-            mean, variance = ops.moments(wide, axes=(1, 2), keepdims=True)
-        elif training and self.trainable:
-            mean, variance = ops.moments(wide, axes=(0, 1, 2))
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        inverse = ops.rsqrt(variance + self.epsilon)
-        return ops.cast(mean, conved.dtype), ops.cast(inverse, conved.dtype)
-
     def _follow_threshold(self, gamma):
         """Training only: moves the local threshold, or records gamma for `update_global_threshold`."""
         if self.threshold == "global" and self.enable:
@@ -276,13 +235,6 @@ class GatedConv2D(keras.layers.Conv2D):
         k = active_count(self.filters, self.density)
         if self.threshold == "local" and k < self.filters:
             follow(self.threshold_variable, kth_largest(gamma, k + 1), self.decay)
-
-    def _batch_norm_affine(self, conved, statistics):
-        mean, inverse = statistics
-        normalized = (conved - mean) * inverse
-        if self.gamma is not None:
-            normalized = normalized * self.gamma
-        return normalized + self.beta if self.beta is not None else normalized
 
     def _parametric_output(self, conved, statistics, gamma, active, pooled):
         # act(n·g + a·β) with n = (y − mean)·inv is computed as act(y·scale + offset), scale = inv·g and
@@ -303,10 +255,10 @@ class GatedConv2D(keras.layers.Conv2D):
         return outputs if self._activation_keeps_zero else per_sample(active) * outputs
 
     def _squeeze_output(self, conved, statistics, gamma, active, pooled):
-        return per_sample(active * gamma) * self.activation(self._batch_norm_affine(conved, statistics))
+        return per_sample(active * gamma) * self.activation(affine(conved, statistics, self.gamma, self.beta))
 
     def _naive_output(self, conved, statistics, gamma, active, pooled):
-        activated = self.activation(self._batch_norm_affine(conved, statistics))
+        activated = self.activation(affine(conved, statistics, self.gamma, self.beta))
         target = ops.stop_gradient(POOLS[self.pool](activated))
         self.add_loss(self.regularizer["mse"] * ops.mean(global_batch(ops.square(gamma - target))))
         return per_sample(active) * activated
@@ -320,7 +272,8 @@ class GatedConv2D(keras.layers.Conv2D):
 
     def call(self, inputs, training=None):
         conved = self.convolution_op(inputs, self.effective_kernel())
-        statistics = self._statistics(conved, training)
+        moving = (self.moving_mean, self.moving_variance, self.momentum) if self.norm == "batch" else None
+        statistics = normalization(conved, moving, self.epsilon, training and self.trainable)
         pooled = POOLS[self.pool](inputs)
         gamma = self.predict(pooled)
         active = self._active(gamma)

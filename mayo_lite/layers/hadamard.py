@@ -6,6 +6,8 @@ import math
 import keras
 from keras import ops
 
+from mayo_lite.errors import ArgumentError
+
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class Hadamard(keras.layers.Layer):
@@ -25,8 +27,7 @@ class Hadamard(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None or channels < 1 or 2 ** round(math.log2(channels)) != channels:
-            raise ValueError("Invalid value received for argument `input_shape`. Expected a power of 2 channels. "
-                             f"Received: input_shape={tuple(input_shape)}")
+            raise ArgumentError("input_shape", "a power of 2 channels", tuple(input_shape), f"Layer '{self.name}'")
         self.channels = channels
         self.scales = None
         if self.variable_scales:

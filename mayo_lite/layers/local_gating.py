@@ -4,6 +4,8 @@ mean magnitude is small (the input-gated models of Mayo's `models/gate/input/`).
 import keras
 from keras import ops
 
+from mayo_lite.errors import ArgumentError
+
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class LocalGating(keras.layers.Layer):
@@ -21,8 +23,7 @@ class LocalGating(keras.layers.Layer):
     def __init__(self, alpha, **kwargs):
         super().__init__(**kwargs)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ValueError(f"Invalid value received for argument `alpha`. Expected a number >= 0. "
-                             f"Received: alpha={alpha!r}")
+            raise ArgumentError("alpha", "a number >= 0", alpha)
         self.alpha = float(alpha)
 
     def gate(self, inputs):

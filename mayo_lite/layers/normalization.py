@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from mayo_lite.errors import ArgumentError
+
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
 class LocalResponseNormalization(keras.layers.Layer):
@@ -19,9 +21,7 @@ class LocalResponseNormalization(keras.layers.Layer):
     def __init__(self, depth_radius=5, bias=1.0, alpha=1.0, beta=0.5, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(depth_radius, int) or depth_radius < 0:
-            raise ValueError(
-                "Invalid value received for argument `depth_radius`. Expected a non-negative integer. "
-                f"Received: depth_radius={depth_radius}")
+            raise ArgumentError("depth_radius", "a non-negative integer", depth_radius)
         self.depth_radius = depth_radius
         self.bias = float(bias)
         self.alpha = float(alpha)

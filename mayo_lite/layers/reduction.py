@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from mayo_lite.layers.reshaping import non_batch_axes
+from mayo_lite.layers.squeeze import non_batch_axes
 
 
 @keras.saving.register_keras_serializable(package="mayo_lite")

@@ -12,10 +12,10 @@ class ModelError(UserError, ValueError):
 
 
 def _is_graph(model):
-    # Keras has no public test for "functional"; `clone_model` itself checks for this class.
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
+    # Keras has no public test for "functional" (`clone_model` checks for its private class `Functional`, which
+    # `keras.Model(inputs, outputs)` returns and a subclassed model is not): found by name, not imported.
+    return isinstance(model, keras.Sequential) or any(
+        cls.__name__ == "Functional" and cls.__module__.startswith("keras") for cls in type(model).__mro__)
 
 
 def check_model(model, function):

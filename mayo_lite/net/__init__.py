@@ -1,14 +1,12 @@
-"""The network room: YAML `model` sections to functional Keras models, and what they cost."""
+"""The network room: YAML `model` sections to functional Keras models (and their variants: dense, static width,
+narrowed). What changes or counts any Keras model lives in `mayo_lite.models`; `model_cost` is re-exported here,
+where the public API has always had it."""
 
+from mayo_lite.models.cost import ModelCost, model_cost
 from mayo_lite.net.builder import build_model
 from mayo_lite.net.layer_types import LAYER_TYPES
-from mayo_lite.net.sources import dense_sources
-from mayo_lite.net.specs import GROUP_ATTRIBUTE
-from mayo_lite.net.cost import ModelCost, model_cost
-from mayo_lite.net.estimate import layer_table, totals
 from mayo_lite.net.variants import static_width, with_widths, without_gates, without_quantizers
-from mayo_lite.net.narrowing import kept_channels, narrow_model
+from mayo_lite.net.narrowing import narrow_model
 
-__all__ = ["GROUP_ATTRIBUTE", "LAYER_TYPES", "ModelCost", "build_model", "dense_sources", "kept_channels",
-           "layer_table", "model_cost", "narrow_model",
-           "static_width", "totals", "with_widths", "without_gates", "without_quantizers"]
+__all__ = ["LAYER_TYPES", "ModelCost", "build_model", "model_cost", "narrow_model", "static_width", "with_widths",
+           "without_gates", "without_quantizers"]

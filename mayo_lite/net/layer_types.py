@@ -6,11 +6,10 @@ import logging
 
 import keras
 
-from mayo_lite.errors import ConfigError, with_suggestions
+from mayo_lite.errors import ArgumentError, ConfigError, with_suggestions
 from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, MaskedDense, MaskedDepthwiseConv2D, ReduceMean,
                               Squeeze)
-from mayo_lite.layers.reshaping import SpaceToDepth
-from mayo_lite.layers.arguments import GateArgumentError
+from mayo_lite.layers.space_to_depth import SpaceToDepth
 from mayo_lite.net.mayo_layer_types import MAYO_LAYER_TYPES
 from mayo_lite.net.specs import BATCH_NORM_KEYS, CONV_KEYS, POOL_KEYS, pair, sequence
 
@@ -116,7 +115,7 @@ def _gated_convolution(builder):
             name=builder.name,
             **builder.weight_quantizers(use_bias=False),
             **arguments))
-    except GateArgumentError as error:
+    except ArgumentError as error:
         key = _GATE_ARGUMENT_KEYS.get(error.argument, error.argument)
         first, _, rest = key.partition(".")
         raise ConfigError(f"{builder.where_key(first)}{'.' + rest if rest else ''}: expected {error.expected}, "

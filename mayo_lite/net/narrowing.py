@@ -12,47 +12,12 @@ channels stay. Works on the project's chain networks (the layers' order is the d
 
 import numpy as np
 
+from mayo_lite.models.narrowing import kept_channels
 from mayo_lite.net.builder import build_model
 from mayo_lite.net.variants import _joins, with_widths
 
 # Layers whose output channels are their input's, one for one.
 _PASSING = ("Activation", "ReLU", "Dropout", "MaxPooling2D", "AveragePooling2D", "ReduceMean", "BatchNormalization")
-
-
-def _value(layer, name):
-    for variable in layer.weights:
-        if variable.path.rsplit("/", 1)[-1] == name:
-            return np.asarray(variable.numpy())
-    return None
-
-
-def _convolutions(model):
-    return [layer for layer in model.layers if hasattr(layer, "kernel") and len(layer.kernel.shape) == 4
-            and type(layer).__name__ not in ("DepthwiseConv2D", "MaskedDepthwiseConv2D", "GatedConv2D")]
-
-
-def kept_channels(model):
-    """{convolution name: indices of the output channels to keep}, for the convolutions that lose any; the last
-    convolution (the logits, or the model's output) keeps all of its channels."""
-    layers = {layer.name: layer for layer in model.layers}
-    convolutions = _convolutions(model)
-    found = {}
-    for layer in convolutions[:-1]:
-        kernel = _value(layer, "kernel")
-        mask = _value(layer, "mask")
-        effective = kernel * mask if mask is not None else kernel
-        zero = ~np.any(effective.reshape(-1, effective.shape[-1]), axis=0)
-        bias = _value(layer, "bias")
-        if bias is not None:
-            zero &= bias == 0
-        norm = layers.get(f"{layer.name}.bn")
-        if norm is not None:
-            for name in ("gamma", "beta"):
-                value = _value(norm, name)
-                zero &= value == 0 if value is not None else name != "beta"
-        if zero.any() and not zero.all():
-            found[layer.name] = np.flatnonzero(~zero)
-    return found
 
 
 def narrow_model(model, spec, input_shape, origin=None):

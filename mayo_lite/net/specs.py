@@ -8,9 +8,9 @@ import keras
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError, with_suggestions
 from mayo_lite.layers import MaskedConv2D
+from mayo_lite.models.estimate import GROUP_ATTRIBUTE
 from mayo_lite.quantize.spec import SpecError, from_spec
 
-GROUP_ATTRIBUTE = "mayo_group"
 
 CONV_KEYS = {"kernel_size", "stride", "padding", "rate", "activation_fn", "normalizer_fn", "normalizer_params",
               "weights_initializer", "biases_initializer", "weights_regularizer", "biases_regularizer", "trainable"}

@@ -1,7 +1,7 @@
 """Variants of a resolved `model` section that compare a gated model with what it replaces: its dense counterpart,
 and the static network of the width its gates keep."""
 
-import math
+from mayo_lite.layers.thresholds import active_count
 
 
 def _joins(model):
@@ -51,7 +51,7 @@ def static_width(model):
     def narrow(plain, gate):
         density = gate.get("density", 1.0) if gate.get("enable", True) else 1.0
         if isinstance(plain.get("num_outputs"), int) and isinstance(density, (int, float)):
-            plain["num_outputs"] = math.ceil(round(plain["num_outputs"] * density, 9))
+            plain["num_outputs"] = active_count(plain["num_outputs"], density)
         return plain
     return _map_gated(model, narrow)
 

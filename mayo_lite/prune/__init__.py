@@ -5,7 +5,7 @@ The session's `prune` action calls `prune_model`; everything here also works on 
 its convolutions masks, `GradualPruning` prunes it during `fit`, `strip_masks` folds the masks away for deployment.
 """
 
-from mayo_lite.prune.arguments import PruneArgumentError
+from mayo_lite.prune.arguments import PruneArgumentError  # = mayo_lite.errors.ArgumentError
 from mayo_lite.prune.callback import GradualPruning
 from mayo_lite.prune.keras_models import add_masks, strip_masks
 from mayo_lite.prune.masks import prune_model

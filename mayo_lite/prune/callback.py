@@ -7,7 +7,8 @@ import keras
 import numpy as np
 from keras.src.utils import io_utils  # Keras' own callbacks print through it; `keras.utils` does not export it
 
-from mayo_lite.prune.arguments import PruneArgumentError, choice
+from mayo_lite.errors import ArgumentError
+from mayo_lite.prune.arguments import choice
 from mayo_lite.prune.masks import prune_model
 from mayo_lite.prune.saliency import GRANULARITIES, KERNEL_SALIENCIES
 from mayo_lite.prune.schedule import PruneSchedule, parse_schedule
@@ -84,7 +85,7 @@ class GradualPruning(keras.callbacks.Callback):
         # Before the first step, so that a model without masks fails at once rather than after `frequency` steps.
         self._layers = prunable_layers(self.model, self.arguments["layers"])
         if not self._layers:
-            raise PruneArgumentError("model", "a model with masked layers (`mayo_lite.prune.add_masks(model)` gives "
+            raise ArgumentError("model", "a model with masked layers (`mayo_lite.prune.add_masks(model)` gives "
                                               "any Keras model masks)", self.model.name)
         if self.schedule.surgery:
             check_regrowable(self._layers)

@@ -4,7 +4,8 @@
 import keras
 import numpy as np
 
-from mayo_lite.prune.arguments import PruneArgumentError, choice, fraction
+from mayo_lite.errors import ArgumentError
+from mayo_lite.prune.arguments import choice, fraction
 from mayo_lite.prune.report import LayerPruning, PruneReport
 from mayo_lite.prune.saliency import GRANULARITIES, KERNEL_SALIENCIES, as_float64
 from mayo_lite.prune.selection import all_layers, as_convolution, kernel_of, prunable_layers
@@ -21,16 +22,16 @@ def _layer_finder(model):
 def _selected(model, layers):
     selected = prunable_layers(model, layers)
     if not selected:
-        raise PruneArgumentError("model", "a model with masked layers (`mayo_lite.prune.add_masks(model)` gives "
+        raise ArgumentError("model", "a model with masked layers (`mayo_lite.prune.add_masks(model)` gives "
                                           "any Keras model masks)", getattr(model, "name", model))
     unbuilt = [layer.name for layer in selected if not layer.built]
     if unbuilt:
-        raise PruneArgumentError("model", f"a built model (layers {', '.join(unbuilt)} have no weights yet)",
+        raise ArgumentError("model", f"a built model (layers {', '.join(unbuilt)} have no weights yet)",
                                  model.name)
     names = [layer.name for layer in selected]
     shared = sorted({name for name in names if names.count(name) > 1})
     if shared:
-        raise PruneArgumentError("model", f"prunable layers with unique names (several are named "
+        raise ArgumentError("model", f"prunable layers with unique names (several are named "
                                           f"{', '.join(shared)})", model.name)
     return selected
 

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import GatedConv2D
-from mayo_lite.prune.arguments import PruneArgumentError, choice
+from mayo_lite.errors import ArgumentError
+from mayo_lite.prune.arguments import choice
 
 # A kernel is one (K_h, K_w) slice of a (K_h, K_w, C_in, C_out) Keras kernel; these reduce |w| over K_h and K_w.
 KERNEL_SALIENCIES = {
@@ -36,7 +37,7 @@ def kernel_saliency(kernel, saliency="max"):
     choice("saliency", saliency, KERNEL_SALIENCIES)
     kernel = as_float64(kernel)
     if kernel.ndim != 4:
-        raise PruneArgumentError("kernel", "a 4D convolution kernel (K_h, K_w, C_in, C_out)", kernel.shape)
+        raise ArgumentError("kernel", "a 4D convolution kernel (K_h, K_w, C_in, C_out)", kernel.shape)
     return KERNEL_SALIENCIES[saliency](np.abs(kernel))
 
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import MASKED_LAYERS, GatedConv2D
-from mayo_lite.layers.masked import kernel_variable
-from mayo_lite.prune.arguments import PruneArgumentError
+from mayo_lite.layers.masking import kernel_variable
+from mayo_lite.errors import ArgumentError
 
 
 def all_layers(model):
@@ -47,7 +47,7 @@ def _patterns(layers):
     # One name given alone is one pattern, not a sequence of one-letter patterns.
     patterns = [layers] if isinstance(layers, str) else layers
     if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
-        raise PruneArgumentError("layers", "None or a list of layer names or fnmatch patterns", layers)
+        raise ArgumentError("layers", "None or a list of layer names or fnmatch patterns", layers)
     return patterns
 
 
@@ -73,7 +73,7 @@ def prunable_layers(model, layers=None):
     names = [layer.name for layer in candidates]
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            raise PruneArgumentError(
+            raise ArgumentError(
                 "layers", f"names or patterns of prunable layers; {pattern!r} matches none of them "
                           f"({_listing(names)})", layers)
     return [layer for layer in candidates if any(fnmatch.fnmatchcase(layer.name, p) for p in patterns)]
@@ -88,9 +88,9 @@ def _listing(names, most=10):
 
 def _mask_of(layer):
     if not is_prunable(layer):
-        raise PruneArgumentError("layer", "a masked layer or a GatedConv2D with use_mask=True", layer.name)
+        raise ArgumentError("layer", "a masked layer or a GatedConv2D with use_mask=True", layer.name)
     if not layer.built:
-        raise PruneArgumentError("layer", "a built layer (build or call the model first)", layer.name)
+        raise ArgumentError("layer", "a built layer (build or call the model first)", layer.name)
     return layer.mask
 
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import MASKED_LAYERS
-from mayo_lite.prune.arguments import PruneArgumentError
+from mayo_lite.errors import ArgumentError
 from mayo_lite.prune.saliency import as_float64
 from mayo_lite.prune.selection import kernel_of
 
@@ -56,7 +56,7 @@ def check_regrowable(layers):
     `MaskedDense`) can; a `GatedConv2D(use_mask=True)` keeps its static mask."""
     others = [layer.name for layer in layers if not isinstance(layer, tuple(MASKED_LAYERS.values()))]
     if others:
-        raise PruneArgumentError("layers", "masked layers for dynamic network surgery (a GatedConv2D's mask cannot "
+        raise ArgumentError("layers", "masked layers for dynamic network surgery (a GatedConv2D's mask cannot "
                                            f"regrow; leave {', '.join(others)} out with `layers`)", others)
 
 

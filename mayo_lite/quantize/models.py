@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from mayo_lite.layers import MASKED_LAYERS, GatedConv2D, MaskedConv2D, MaskedDense, MaskedDepthwiseConv2D
-from mayo_lite.layers.masked import kernel_variable
+from mayo_lite.layers.masking import kernel_variable
 from mayo_lite.models.cloning import ModelError, check_model, clone, copy_weights
 from mayo_lite.quantize.base import Quantizer
 

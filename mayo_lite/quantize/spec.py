@@ -4,7 +4,7 @@ caller; a bad spec is a `SpecError` whose `key` is the dotted key under the spec
 
 from mayo_lite.errors import with_suggestions
 from mayo_lite.quantize import QUANTIZERS
-from mayo_lite.quantize.base import QuantizerArgumentError
+from mayo_lite.errors import ArgumentError
 
 PREFIX = "mayo.override."
 COMMON = ("should_update", "enable", "_priority")
@@ -44,7 +44,7 @@ def from_spec(spec, name=None, observe=False, key=""):
                                    for k, value in arguments["quantizers"].items()}
     try:
         return cls(**arguments, observe=observe, name=name)
-    except QuantizerArgumentError as error:
+    except ArgumentError as error:
         raise SpecError(_join(key, error.argument), f"expected {error.expected}, got {error.value!r}") from None
 
 

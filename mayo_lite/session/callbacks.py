@@ -102,7 +102,7 @@ class TensorBoard(keras.callbacks.TensorBoard):
         return logs
 
 
-def from_config(cfg, session, gradual=None):
+def from_config(cfg, settings, session, gradual=None):
     """The callbacks of a `train` action, in the order they run: the progress bar, divergence, gradual pruning,
     the quantizers' updates (Mayo's overriders-update, when the model has quantizers), the config's own (`train.callbacks`), checkpoints, TensorBoard (`system.log.tensorboard`) and the CSV history
     (`system.log.history`); on a worker other than the chief of a multi-worker run, these write to its scratch
@@ -113,14 +113,12 @@ def from_config(cfg, session, gradual=None):
     if any(quantizer_layers(session.model)):
         callbacks.append(QuantizerUpdate())
     callbacks += user_callbacks(cfg)
-    callbacks.append(Checkpoints(session, cfg.get("system.checkpoint.save.interval"),
-                                 cfg.get("system.checkpoint.save.keep", None)))
-    tensorboard = cfg.get("system.log.tensorboard")
-    if tensorboard is not None:
-        callbacks.append(TensorBoard(str(output_path(tensorboard)), write_graph=False, update_freq="epoch"))
-    history = cfg.get("system.log.history")
-    if history is not None:
-        callbacks.append(History(output_path(history)))
+    callbacks.append(Checkpoints(session, settings.save_interval, settings.save_keep))
+    if settings.tensorboard is not None:
+        callbacks.append(TensorBoard(str(output_path(settings.tensorboard)), write_graph=False,
+                                     update_freq="epoch"))
+    if settings.history is not None:
+        callbacks.append(History(output_path(settings.history)))
     return callbacks
 
 

@@ -6,9 +6,9 @@ configuration error naming its key before anything is evaluated, pruned or writt
 """
 
 from mayo_lite.config.mayo_overriders import translate
-from mayo_lite.errors import ConfigError
+from mayo_lite.errors import ArgumentError, ConfigError
 from mayo_lite.layers import GatedConv2D
-from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, GradualPruning, PruneArgumentError,
+from mayo_lite.prune import (GRANULARITIES, KERNEL_SALIENCIES, SCOPES, GradualPruning,
                              prunable_layers)
 from mayo_lite.prune.schedule import ScheduleError, parse_schedule
 
@@ -91,7 +91,7 @@ def check_layers(cfg, model, values, surgery=False):
     """
     try:
         selected = prunable_layers(model, values["layers"])
-    except PruneArgumentError as error:
+    except ArgumentError as error:
         raise ConfigError(f"{cfg.where('prune.layers')}: {error}") from None
     if surgery:
         gated = [layer.name for layer in selected if isinstance(layer, GatedConv2D)]

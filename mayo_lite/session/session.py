@@ -5,6 +5,7 @@ config changes. Data pipelines are built lazily, so `info` on CIFAR-10 needs no 
 """
 
 import contextlib
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -19,21 +20,27 @@ from mayo_lite.quantize import quantizer_layers, update_quantizers
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.errors import CheckpointError, ConfigError
-from mayo_lite.net import build_model, dense_sources
+from mayo_lite.fbs.sources import dense_sources
+from mayo_lite.net import build_model
 from mayo_lite.net.specs import with_class_count
-from mayo_lite.session import cluster, distill
+from mayo_lite.distribute import cluster
+from mayo_lite.session import distill
 from mayo_lite.session.callbacks import DivergedError
 from mayo_lite.session.loop import Loops, epoch_text
-# prepare_devices: the command line calls it from here, before each action's checks.
-from mayo_lite.session.strategy import make_strategy, prepare_devices  # noqa: F401
-from mayo_lite.settings import SEED_RANGE
+from mayo_lite.distribute.strategy import make_strategy, prepare_devices
+from mayo_lite.settings import check_settings
 from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")
 
 _UNSET = object()  # a teacher not built yet
 
-# `system.checkpoint.load` selectors of pretrained weights from other frameworks (mayo_lite.weights).
+def prepared_settings(cfg, action):
+    """The checked settings of `cfg` for `action`, this process's devices prepared for them (what the command
+    line does before each action; a session built without the command line does it here)."""
+    settings = check_settings(cfg, action)
+    return dataclasses.replace(settings, replicas=prepare_devices(cfg, settings.distribution))
+
 
 class EpochCounter:
     """Mayo's float epoch counter: examples seen / examples per epoch; drives the schedule and max_epochs.
@@ -56,22 +63,25 @@ class EpochCounter:
 class Session:
     """The live objects of one run, built from a config."""
 
-    def __init__(self, cfg, continue_from=None):
-        """`continue_from`: a checkpoint to load instead of the one `system.checkpoint.load` selects (the
-        command line passes the last one the previous session loaded or saved, see `mayo_lite.cli.Runner`)."""
+    def __init__(self, cfg, settings=None, continue_from=None):
+        """`settings`: the config's checked `mayo_lite.settings.Settings`, devices prepared (the command line's);
+        checked and prepared here when not given. `continue_from`: a checkpoint to load instead of the one
+        `system.checkpoint.load` selects (the command line passes the last one the previous session loaded or
+        saved, see `mayo_lite.cli.Runner`)."""
+        settings = settings if settings is not None else prepared_settings(cfg, "train")
+        self.settings = settings
         self.cfg = self._with_network_classes(cfg)
         self.version = cfg.version
-        seed = cfg.integer("system.seed", *SEED_RANGE, optional=True)
-        if seed is not None:
-            keras.utils.set_random_seed(seed)
-        self.seed = seed
-        self.strategy = make_strategy(cfg)
+        if settings.seed is not None:
+            keras.utils.set_random_seed(settings.seed)
+        self.seed = settings.seed
+        self.strategy = make_strategy(settings.distribution, settings.replicas)
         if self.strategy.num_replicas_in_sync > 1:
             log.info("%d replicas under %s", self.strategy.num_replicas_in_sync, type(self.strategy).__name__)
         self.dataset = cfg.get("dataset")
-        self.batch_size = cfg.integer("system.batch_size_per_gpu", 1) * self.strategy.num_replicas_in_sync
-        self.store = checkpoint.CheckpointStore(cfg.get("system.checkpoint.path"))
-        self.selector = cfg.get("system.checkpoint.load", None)
+        self.batch_size = settings.batch_size_per_gpu * self.strategy.num_replicas_in_sync
+        self.store = checkpoint.CheckpointStore(settings.checkpoint_path)
+        self.selector = settings.checkpoint_load
         source = continue_from if continue_from is not None else self._selected_path()
         # Mayo's pruning overriders on layers are read as `prune:` settings (session/pruning.py reads them too).
         mayo = translate(self.cfg.get("model"), cfg.where)  # self.cfg: num_classes after the background rule
@@ -81,7 +91,7 @@ class Session:
         self.masked = cfg.get("prune", None) is not None or mayo.prune is not None or (
             isinstance(source, Path) and checkpoint.has_masks(source))
         # The precision policy is process-wide in Keras: every session sets its own before building its model.
-        keras.mixed_precision.set_global_policy(cfg.get("system.precision"))
+        keras.mixed_precision.set_global_policy(settings.precision)
         with self.strategy.scope():
             self.model = build_model(self.model_spec, self.input_shape(), origin=cfg.origin, masked=self.masked)
             self.epoch = EpochCounter()
@@ -191,12 +201,11 @@ class Session:
             with self._located():
                 self._pipelines[key] = make_dataset(
                     self.dataset, split, self.batch_size, training, seed=seed,
-                    search_path=self.cfg.get("system.search_path.dataset"),
-                    shuffle_buffer=self.cfg.get("system.pipeline.shuffle_buffer"),
-                    cache=self.cfg.get("system.pipeline.cache"))
+                    search_path=self.settings.search_path, shuffle_buffer=self.settings.shuffle_buffer,
+                    cache=self.settings.cache)
             if cluster.joined() is not None:
                 # Every worker reads the whole split and keeps its share of each global batch, so that all take
-                # the same number of steps (the strategy does not check, see mayo_lite.session.strategy): sharding
+                # the same number of steps (the strategy does not check, see mayo_lite.distribute.strategy): sharding
                 # by file, TensorFlow's choice for a split in several files, gives workers unequal shares.
                 options = tf.data.Options()
                 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

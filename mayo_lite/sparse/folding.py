@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.layers.masked import kernel_variable
+from mayo_lite.layers.masking import kernel_variable
 from mayo_lite.sparse.features import nonzero
 
 

@@ -14,14 +14,14 @@ kernels), which at batch 1 is faster than TensorFlow on small maps. Which engine
 computes there, is decided by timing them on the machine (`tuning.py`) at the first call, and cached.
 """
 
-import keras
-import tensorflow as tf
-
-from mayo_lite.layers import GatedConv2D
 import logging
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from mayo_lite.errors import ArgumentError
+from mayo_lite.layers import GatedConv2D
 from mayo_lite.sparse import tuning
 from mayo_lite.sparse.features import Feature, materialize
 from mayo_lite.sparse.folding import UnsupportedModel, batch_norm_affine
@@ -74,8 +74,7 @@ class InferenceProgram(tf.Module):
     def __init__(self, model, jit_compile=None, engine="auto"):
         super().__init__(name="inference_program")
         if engine not in ENGINES:
-            raise ValueError(f"Invalid value received for argument `engine`. Expected one of {ENGINES}. "
-                             f"Received: engine={engine!r}")
+            raise ArgumentError("engine", f"one of {ENGINES}", engine)
         self.input_shape = _single_input(model)
         layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
         for layer in layers:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from mayo_lite.layers import MASKED_LAYERS
-from mayo_lite.layers.masked import kernel_variable
+from mayo_lite.layers.masking import kernel_variable
 from mayo_lite.models.cloning import all_layers, check_model
 from mayo_lite.prune import add_masks, strip_masks
 

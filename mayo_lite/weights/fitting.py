@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from mayo_lite.errors import CheckpointError
-from mayo_lite.net import dense_sources
+from mayo_lite.fbs.sources import dense_sources
 from mayo_lite.weights.architectures import BN_ROLES, CONVOLUTIONS, PREFIX, SHOWN
 
 

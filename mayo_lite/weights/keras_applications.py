@@ -13,11 +13,8 @@ from mayo_lite.weights.fitting import ModelSide, check_layout, first_line, fit, 
 
 
 def _keras_cache():
-    try:
-        from keras.src.backend.config import keras_home
-        home = keras_home()
-    except ImportError:
-        home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    # Keras' own rule (`keras_home()` is not in its public API): KERAS_HOME, else ~/.keras.
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
     return Path(os.path.expanduser(home)) / "models"
 
 

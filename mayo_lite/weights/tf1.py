@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from mayo_lite.errors import CheckpointError
 from mayo_lite.layers import GatedConv2D
-from mayo_lite.net import dense_sources
+from mayo_lite.fbs.sources import dense_sources
 from mayo_lite.weights.architectures import BN_ROLES, PREFIX, SHOWN
 from mayo_lite.weights.checkpoint import SUFFIX
 from mayo_lite.weights.fitting import first_line, listed

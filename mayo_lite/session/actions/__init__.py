@@ -10,7 +10,7 @@ import importlib
 from typing import NamedTuple, Optional
 
 from mayo_lite.files import remove_scratch
-from mayo_lite.session.cluster import lost_worker
+from mayo_lite.distribute.cluster import lost_worker
 
 
 class Action(NamedTuple):

@@ -53,13 +53,13 @@ def _images(session, count):
     return images, source
 
 
-def _quantized_variants(cfg, session, images):
+def _quantized_variants(cfg, settings, session, images):
     """A quantization-aware model: the float model it quantizes (the same weights, no quantizers) is the dense
     row and its float TensorFlow Lite the bar; the model itself in Keras, and as int8 TensorFlow Lite."""
     dense = build_model(without_quantizers(session.model_spec), session.input_shape(), origin=cfg.origin)
     copy_folded(session.model, dense)
     variants = {"dense": dense, "quantized": session.model}
-    if cfg.boolean("system.bench.tflite"):
+    if settings.bench.tflite:
         try:
             with quiet():  # the converter's C++ lines ("fully_quantize: 0, ...")
                 variants["int8"] = tflite_runner(int8_ready(session.model)[2], calibration=images[:100])
@@ -69,12 +69,12 @@ def _quantized_variants(cfg, session, images):
     return variants
 
 
-def _variants(cfg, session, images):
+def _variants(cfg, settings, session, images):
     """The keyword arguments of `measure` for the session's model, and what the table is about."""
     model, shape = session.model_spec, session.input_shape()
     if list(gated_layers(session.model)):
         try:
-            sparse = SparseGatedModel(session.model, engine=cfg.get("system.bench.engine"))
+            sparse = SparseGatedModel(session.model, engine=settings.bench.engine)
         except UnsupportedModel as error:
             raise ConfigError(f"bench: model {session.model.name} cannot run sparsely: {error}") from None
         dense = build_model(without_gates(model), shape, origin=cfg.origin)
@@ -82,7 +82,7 @@ def _variants(cfg, session, images):
         static = build_model(narrow, shape, origin=cfg.origin) if narrow is not None else None
         return {"dense": dense, "gated": session.model, "sparse": sparse, "static": static}, "gated"
     if any(quantizer_layers(session.model)):
-        return _quantized_variants(cfg, session, images), "quantized"
+        return _quantized_variants(cfg, settings, session, images), "quantized"
     if session.masked:
         plain = build_model(model, shape, origin=cfg.origin, masked=False)
         copy_folded(session.model, plain)
@@ -91,11 +91,10 @@ def _variants(cfg, session, images):
 
 
 def bench(runner):
-    cfg, session = runner.cfg, runner.session()
-    count, repeats = cfg.integer("system.bench.images", 1), cfg.integer("system.bench.repeats", 1)
-    tflite = cfg.boolean("system.bench.tflite")
+    cfg, settings, session = runner.cfg, runner.settings, runner.session()
+    count, repeats, tflite = settings.bench.images, settings.bench.repeats, settings.bench.tflite
     images, source = _images(session, count)
-    variants, kind = _variants(cfg, session, images)
+    variants, kind = _variants(cfg, settings, session, images)
     milliseconds, differences = measure(images=images, repeats=repeats, tflite=tflite, **variants)
     ratios = speedups(milliseconds)
     print(f"latency of one image of {session.model.name}, {source}, median of {repeats} passes, "
@@ -112,7 +111,7 @@ def bench(runner):
                  if "speedup_vs_tflite" in ratios else "")
               + (f"; {ratios['sparse_over_static']:.2f}× the time of the static network of the same width"
                  if "sparse_over_static" in ratios else ""))
-        if cfg.boolean("system.bench.profile"):
+        if settings.bench.profile:
             _print_profile(sparse, variants["dense"], images[0])
     elif "int8_tflite_ms" in milliseconds and "tflite_ms" in milliseconds:
         print(f"int8 TensorFlow Lite: {milliseconds['tflite_ms'] / milliseconds['int8_tflite_ms']:.2f}× the float "
@@ -120,7 +119,7 @@ def bench(runner):
     else:
         print(f"no sparse row: {session.model.name} has no gated (FBS) convolutions, so no channel is skipped; "
               f"a gated variant (configs/models/gate/) runs sparsely")
-    if cfg.get("system.info.plumbing", False):
+    if settings.plumbing:
         keys = ("dense_ms", "dense_folded_ms", "tflite_ms", "masked_ms", "gated_ms", "sparse_ms", "static_ms",
                 "static_tflite_ms", "quantized_ms", "int8_tflite_ms")
         record = {key: milliseconds.get(key) for key in keys} | {
@@ -152,7 +151,7 @@ def _print_profile(sparse, dense_model, image):
     print("\n".join(profile_table(profile(sparse.native, dense.native, image))))
 
 
-def check_bench(cfg):
+def check_bench(cfg, settings):
     """A gate that sparse execution cannot run is refused before the model is built or timed."""
     for path, params in _gate_params(cfg.get("model"), "model"):
         if isinstance(params, dict) and params.get("norm", "batch") != "batch":

@@ -1,5 +1,5 @@
 """What several actions share: writing their figures as YAML with `system.info.plumbing` (on a worker other than
-the chief of a multi-worker run, to its scratch directory), and reading `system.max_epochs`."""
+the chief of a multi-worker run, to its scratch directory)."""
 
 import logging
 
@@ -11,11 +11,8 @@ log = logging.getLogger("mayo_lite")
 
 
 def plumbing(runner, name, data):
-    if runner.cfg.get("system.info.plumbing", False):
+    if runner.settings.plumbing:
         path = output_path(name)
         write_atomically(path, yaml.safe_dump(data, sort_keys=False))
         log.info("wrote %s", path)
 
-
-def max_epochs(cfg):
-    return float(cfg.number("system.max_epochs", 0, low_open=True))

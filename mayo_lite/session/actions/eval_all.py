@@ -21,7 +21,7 @@ def eval_all(runner):
     rows = []
     for path in paths:
         session.load(path)
-        result = session.loops.evaluate(progress=False, split=session.cfg.get("system.eval.split"))
+        result = session.loops.evaluate(progress=False, split=runner.settings.eval_split)
         # What this checkpoint costs: its masks' weight densities and its gates' densities on the same images.
         cost = model_cost(session.model, gate_densities=result.get("layer_densities"))
         rows.append({"checkpoint": path.stem, "epoch": session.epoch.value,

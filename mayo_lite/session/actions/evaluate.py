@@ -9,7 +9,7 @@ log = logging.getLogger("mayo_lite")
 
 def evaluate(runner):
     session = runner.session()
-    split = session.cfg.get("system.eval.split")
+    split = runner.settings.eval_split
     result = session.loops.evaluate(split=split)
     density = f", density: {result['density']:.2%}" if "density" in result else ""
     print(f"top1: {result['top1']:.2%}, top5: {result['top5']:.2%}{density}", flush=True)

@@ -80,22 +80,18 @@ def _human(count):
     return f"{count} B"
 
 
-def check_export_model(cfg):
-    """The formats, before any work: known names, and the packages they need installed."""
-    formats = cfg.get("system.export.formats")
-    if not isinstance(formats, list) or not formats:
-        raise ConfigError(f"{cfg.where('system.export.formats')}: expected a list of formats "
-                          f"({', '.join(FORMATS)}), got {formats!r}")
-    for name in formats:
+def check_export_model(cfg, settings):
+    """The formats, before any work: known names (their list and the other settings are checked by
+    `settings.check_settings`)."""
+    for name in settings.export.formats:
         if name not in FORMATS:
             raise ConfigError(f"{cfg.where('system.export.formats')}: unknown format {name!r}; known: "
                               f"{', '.join(FORMATS)}")
-    cfg.integer("system.export.images", 1)
 
 
 def export_model(runner):
     cfg, session = runner.cfg, runner.session()
-    directory = output_path(cfg.get("system.export.path"))
+    directory = output_path(runner.settings.export.path)
     quantized = any(quantizer_layers(session.model))
     if quantized:  # the quantized weights baked in, the activations' quantizers kept; int8 keeps their grids
         plain, folded, int8_model, norms, learned = int8_ready(session.model)
@@ -112,7 +108,7 @@ def export_model(runner):
             sparse = SparseGatedModel(plain)
         except UnsupportedModel as error:
             log.warning("export-model: no sparse SavedModel, %s", error)
-    checks, calibration, source = _check_images(session, cfg.integer("system.export.images", 1))
+    checks, calibration, source = _check_images(session, runner.settings.export.images)
     expected = keras.ops.convert_to_numpy(plain(checks, training=False))
     directory.mkdir(parents=True, exist_ok=True)
     print(f"export-model: {plain.name}, pruning masks folded into the kernels, {len(norms)} batch norms folded "
@@ -127,7 +123,7 @@ def export_model(runner):
               f"the learned ranges of {learned} fixed-point activation quantizer(s) (the other tensors are "
               "calibrated)", flush=True)
     written = {}
-    for name in cfg.get("system.export.formats"):
+    for name in runner.settings.export.formats:
         absent = missing(name)
         if absent:
             print(f"  {name:<12} skipped: needs {', '.join(absent)} (pip install {' '.join(absent)})", flush=True)

@@ -7,7 +7,7 @@ from mayo_lite.data.description import lookup
 from mayo_lite.errors import DataError
 from mayo_lite.layers import LocalGating
 from mayo_lite.net import model_cost
-from mayo_lite.net.cost import human
+from mayo_lite.models.cost import human
 from mayo_lite.session.actions.common import plumbing as _plumbing
 
 log = logging.getLogger("mayo_lite")
@@ -24,7 +24,7 @@ def _gate_densities(runner, session):
     if session.measured_densities is not None:
         densities, examples = session.measured_densities
         return densities, f"gate densities measured by eval on {examples:,} validation images"
-    batches = runner.cfg.integer("system.info.density_batches", 0)
+    batches = runner.settings.density_batches
     if batches == 0:
         return {}, "nominal gate densities (system.info.density_batches=0)"
     if lookup(session.dataset, "source.type", None) is None:

@@ -18,9 +18,9 @@ from mayo_lite.session.loop import epoch_text
 log = logging.getLogger("mayo_lite")
 
 
-def check_plot(cfg):
+def check_plot(cfg, settings):
     """The sweep files must exist before anything is drawn (the other settings are `settings.check_settings`')."""
-    for index, name in enumerate(cfg.get("system.plot.runs") or []):
+    for index, name in enumerate(settings.plot.runs):
         if not Path(name).is_file():
             raise ConfigError(f"{cfg.where('system.plot.runs')}: {name} (entry {index}) is not a file; list "
                             f"eval_all.csv files of other runs")
@@ -66,7 +66,7 @@ def _number(text):
     return True
 
 
-def _accuracy_points(cfg):
+def _accuracy_points(runs):
     """This run's checkpoints from `eval_all.csv` [(effective MACs, top-1, label)], and the last checkpoint of each
     run in `system.plot.runs` [(effective MACs, top-1, run label)]."""
     def rows(path):
@@ -82,7 +82,7 @@ def _accuracy_points(cfg):
     checkpoints = sorted((macs, top1, f"{row.get('checkpoint', '?')} (epoch {epoch_text(row.get('epoch', 0))})")
                          for (macs, top1), row in points.items())
     sweep = []
-    for name in cfg.get("system.plot.runs") or []:
+    for name in runs:
         found = rows(name)
         if found:
             path = Path(name)
@@ -93,15 +93,15 @@ def _accuracy_points(cfg):
 
 
 def plot(runner):
-    cfg, session = runner.cfg, runner.session()
-    directory = output_path(cfg.get("system.plot.path"))
+    session = runner.session()
+    directory = output_path(runner.settings.plot.path)
     directory.mkdir(parents=True, exist_ok=True)
     subject = (f"model {session.model.name} on {session.dataset.get('name')}, epoch "
                f"{epoch_text(session.epoch.value)}")
     written = []
     densities = None
     if list(gated_layers(session.model)):
-        statistics, densities, images = gate_statistics(session, cfg.integer("system.plot.batches", 1))
+        statistics, densities, images = gate_statistics(session, runner.settings.plot.batches)
         classes = len(next(iter(statistics.values()))[0])
         names = [str(name) for name in session.dataset["task"].get("class_names") or []]
         if len(names) == classes - 1:  # a background output first (background_class.use)
@@ -113,12 +113,12 @@ def plot(runner):
                                         directory / f"gates_{name}.png"))
     cost = model_cost(session.model, gate_densities=densities)
     written.append(layer_costs(cost.rows, subject, directory / "layer_costs.png"))
-    history = cfg.get("system.log.history")
+    history = runner.settings.history
     if history and Path(history).is_file() and read_csv(history):
         written.append(training_curves(read_csv(history), subject, directory / "training_curves.png"))
     else:
         print(f"plot: no training history at {history}: no training curves (train writes it)", flush=True)
-    checkpoints, sweep = _accuracy_points(cfg)
+    checkpoints, sweep = _accuracy_points(runner.settings.plot.runs)
     if checkpoints or sweep:
         written.append(accuracy_against_macs(checkpoints, sweep, f"model {session.model.name} on "
                                                                  f"{session.dataset.get('name')}",

@@ -10,7 +10,8 @@ from mayo_lite.errors import DataError
 from mayo_lite.files import output_path, write_atomically
 from mayo_lite.layers import GatedConv2D
 from mayo_lite.prune import prune_model
-from mayo_lite.session.pruning import check_layers, prune_arguments, settings
+from mayo_lite.session.pruning import check_layers, prune_arguments
+from mayo_lite.session.pruning import settings as prune_settings
 
 log = logging.getLogger("mayo_lite")
 
@@ -18,7 +19,7 @@ log = logging.getLogger("mayo_lite")
 def prune(runner):
     """Evaluates, prunes as the `prune` section says, evaluates again, prints the report and saves the checkpoint."""
     cfg = runner.cfg
-    values = settings(cfg)
+    values = prune_settings(cfg)
     session = runner.session()
     arguments = prune_arguments(values, check_layers(cfg, session.model, values))
     before = _accuracy(session)
@@ -36,7 +37,7 @@ def prune(runner):
                   f"top1: {recalibrated['top1']:.2%}, top5: {recalibrated['top5']:.2%}", flush=True)
     path = session.save(values["name"])
     session.measured_densities = None
-    if cfg.get("system.info.plumbing", False):
+    if runner.settings.plumbing:
         figures = {"model": session.model.name, "dataset": session.dataset.get("name"), "checkpoint": str(path),
                    **{key: values[key] for key in ("percent", "granularity", "saliency", "scope", "layers")},
                    "layers": [{"name": name, "total": layer.total, "remaining": layer.remaining}
@@ -81,6 +82,6 @@ def _accuracy(session):
         return None
 
 
-def check_prune(cfg):
+def check_prune(cfg, settings):
     """The `prune:` section, checked before the session is built."""
-    settings(cfg)
+    prune_settings(cfg)

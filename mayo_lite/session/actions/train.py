@@ -8,7 +8,6 @@ import tensorflow as tf
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError
 from mayo_lite.session import callbacks, distill, pruning
-from mayo_lite.session.actions.common import max_epochs as _max_epochs
 from mayo_lite.session.loop import epoch_text
 
 log = logging.getLogger("mayo_lite")
@@ -21,7 +20,7 @@ def train(runner):
         raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
     session.measured_densities = None  # the gates change with the weights
     gradual = pruning.schedule(cfg, session.model)
-    max_epochs = _max_epochs(cfg)
+    max_epochs = runner.settings.max_epochs
     if session.epoch.value >= max_epochs - 1e-9:
         log.info("already trained to epoch %s (system.max_epochs=%s); reset-num-epochs trains a full schedule "
                  "again", epoch_text(session.epoch.value), epoch_text(max_epochs))
@@ -29,17 +28,17 @@ def train(runner):
     if session.teacher is not None:  # train.distill: its checkpoint is read (or refused) before the first step
         log.info("the logged loss blends the crossentropy with the distillation term (weight %g)",
                  session.teacher.weight)
-    session.loops.train(max_epochs, callbacks.from_config(cfg, session, gradual))
+    session.loops.train(max_epochs, callbacks.from_config(cfg, runner.settings, session, gradual))
 
 
-def check_train(cfg):
+def check_train(cfg, settings):
     """What `train` will use, checked before the session is built: the trainer, its learning rate over the whole
     schedule, its optimizer and a gradual pruning schedule."""
     if cfg.get("train", None) is None:
         raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
     where = cfg.where("train.learning_rate")
     schedule = registry.learning_rate_schedule(cfg.get("train.learning_rate"), where)
-    max_epochs = _max_epochs(cfg)
+    max_epochs = settings.max_epochs
     for epoch in (0.0, max_epochs / 2, max_epochs):
         try:
             rate = float(schedule(tf.constant(epoch, tf.float32)))

@@ -7,7 +7,7 @@ import numpy as np
 
 from mayo_lite.layers import gated_layers
 from mayo_lite.models.cloning import check_model
-from mayo_lite.net.estimate import layer_table, totals
+from mayo_lite.models.estimate import layer_table, totals
 
 
 @dataclasses.dataclass

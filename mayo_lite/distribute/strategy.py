@@ -1,5 +1,6 @@
 """The distribution strategy of a run, from `system.strategy`, `system.num_gpus`, `system.visible_gpus` and, for a
-run over several workers, `system.cluster` or `TF_CONFIG` (read and checked in `mayo_lite.session.cluster`).
+run over several workers, `system.cluster` or `TF_CONFIG`, as `mayo_lite.distribute.checks` read and checked them
+(a `Distribution`).
 
 Every strategy drives the same training step (`mayo_lite.session.loop`). What TensorFlow allows only before its
 first operation — hiding GPUs, splitting the CPU, starting a cluster server, connecting to a TPU — is done by
@@ -17,8 +18,8 @@ from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context
 
 from mayo_lite.errors import ConfigError
-from mayo_lite.session import cluster as clusters
-from mayo_lite.settings import DERIVED
+from mayo_lite.distribute import cluster as clusters
+from mayo_lite.distribute.checks import DERIVED
 
 log = logging.getLogger("mayo_lite")
 
@@ -30,45 +31,47 @@ _ONCE = ("multi_worker", "tpu")
 _prepared = []  # [(key, strategy)]
 
 
-def prepare_devices(cfg):
-    """Prepares this process's devices for the run the config describes and sets `system.replicas`, the replicas in
-    sync across all workers, for configs to read (a learning rate scaled with the global batch)."""
-    name = cfg.get("system.strategy")
-    local = None if name == "tpu" else _local_replicas(cfg, name)
-    replicas = _once(cfg, name).num_replicas_in_sync if name in _ONCE else local
+def prepare_devices(cfg, distribution):
+    """Prepares this process's devices for the run `distribution` (the config's, checked) describes and sets
+    `system.replicas` in `cfg`, the replicas in sync across all workers, for configs to read (a learning rate
+    scaled with the global batch). Returns that count."""
+    name = distribution.strategy
+    local = None if name == "tpu" else _local_replicas(distribution)
+    replicas = _once(distribution).num_replicas_in_sync if name in _ONCE else local
     if cfg.get("system.replicas") != replicas:
         cfg.set("system.replicas", replicas, origin=DERIVED)
+    return replicas
 
 
-def make_strategy(cfg):
-    """The strategy of a session: built afresh, or for a cluster or a TPU the one of this process."""
-    name = cfg.get("system.strategy")
+def make_strategy(distribution, replicas):
+    """The strategy of a session: built afresh, or for a cluster or a TPU the one of this process. `replicas`: what
+    `prepare_devices` returned."""
+    name = distribution.strategy
     if name in _ONCE:
-        return _once(cfg, name)
-    if name == "default" and cfg.integer("system.replicas", 1) > 1:
+        return _once(distribution)
+    if name == "default" and replicas > 1:
         name = "mirrored"
-    return STRATEGIES[name](cfg)
+    return STRATEGIES[name](distribution)
 
 
-def _local_replicas(cfg, name):
+def _local_replicas(distribution):
     """The replicas of this worker: the GPUs it uses (the others hidden from TensorFlow, as Mayo hid them with
     CUDA_VISIBLE_DEVICES), or without GPUs the logical CPU devices it splits the CPU into."""
-    count = cfg.integer("system.num_gpus", 1)
-    visible = cfg.get("system.visible_gpus")
+    count, visible, where = distribution.num_gpus, distribution.visible_gpus, distribution.where
     if visible is not None:
         missing = [str(index) for index in visible if index >= len(GPUS)]
         if missing:
             found = f"its GPUs are 0 to {len(GPUS) - 1}" if GPUS else "it has none"
-            raise ConfigError(f"{cfg.where('system.visible_gpus')}: this machine has no GPU {', '.join(missing)} "
+            raise ConfigError(f"{where['system.visible_gpus']}: this machine has no GPU {', '.join(missing)} "
                               f"({found})")
-        return _use_gpus([GPUS[index] for index in visible], cfg.where("system.visible_gpus"))
+        return _use_gpus([GPUS[index] for index in visible], where["system.visible_gpus"])
     if GPUS:
         if count > len(GPUS):
-            raise ConfigError(f"{cfg.where('system.num_gpus')}: {count} replicas, but this machine has "
+            raise ConfigError(f"{where['system.num_gpus']}: {count} replicas, but this machine has "
                               f"{len(GPUS)} GPU{'s' if len(GPUS) > 1 else ''}")
-        return _use_gpus(GPUS[:count], cfg.where("system.num_gpus"))
-    if count > 1 and name == "multi_worker":
-        raise ConfigError(f"{cfg.where('system.num_gpus')}: without GPUs a multi_worker run trains one replica per "
+        return _use_gpus(GPUS[:count], where["system.num_gpus"])
+    if count > 1 and distribution.strategy == "multi_worker":
+        raise ConfigError(f"{where['system.num_gpus']}: without GPUs a multi_worker run trains one replica per "
                           f"worker, on its CPU, not {count}; add workers instead")
     if count > 1:
         _cpu_replicas(count)
@@ -97,31 +100,32 @@ def _cpu_replicas(count):
     return [device.name for device in tf.config.list_logical_devices("CPU")[:count]]
 
 
-def _once(cfg, name):
-    key = (name, clusters.read(cfg) if name == "multi_worker" else None)
+def _once(distribution):
+    name = distribution.strategy
+    key = (name, distribution.cluster if name == "multi_worker" else None)
     if _prepared:
         if _prepared[0][0] == key:
             return _prepared[0][1]
-        raise ConfigError(f"{cfg.where('system.strategy')}: this process already trains under "
+        raise ConfigError(f"{distribution.where['system.strategy']}: this process already trains under "
                           f"{_prepared[0][0][0]}, with another cluster or TPU; TensorFlow allows one per process, so "
                           "run a separate command")
-    strategy = STRATEGIES[name](cfg)
+    strategy = STRATEGIES[name](distribution)
     _prepared.append((key, strategy))
     return strategy
 
 
-def _default(cfg):
+def _default(distribution):
     return tf.distribute.get_strategy()
 
 
-def _mirrored(cfg):
+def _mirrored(distribution):
     if GPUS:
         return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("GPU")])
-    return tf.distribute.MirroredStrategy(_cpu_replicas(cfg.integer("system.num_gpus", 1)))
+    return tf.distribute.MirroredStrategy(_cpu_replicas(distribution.num_gpus))
 
 
-def _multi_worker(cfg):
-    cluster = clusters.read(cfg)
+def _multi_worker(distribution):
+    cluster = distribution.cluster
     gpus = {"GPU": len(tf.config.get_visible_devices("GPU"))} if GPUS else {}
     if cluster is None:  # one worker, no server
         return tf.distribute.MultiWorkerMirroredStrategy(
@@ -147,8 +151,8 @@ def _multi_worker(cfg):
             cluster_resolver=resolver,
             communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=cluster.timeout))
     except RuntimeError as error:
-        raise ConfigError(f"{cfg.where('system.strategy')}: multi_worker must be chosen from the first action of "
-                          f"the command line ({str(error).splitlines()[0]})") from None
+        raise ConfigError(f"{distribution.where['system.strategy']}: multi_worker must be chosen from the first "
+                          f"action of the command line ({str(error).splitlines()[0]})") from None
     finally:
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
@@ -173,17 +177,17 @@ def _draw_together(cluster):
     return int(context.context().get_config_key_value(key, int(cluster.timeout * 1000)))
 
 
-def _tpu(cfg):
+def _tpu(distribution):
     resolver_class = getattr(tf.distribute.cluster_resolver, "TPUClusterResolver", None)
     if resolver_class is None:
-        raise ConfigError(f"{cfg.where('system.strategy')}: this TensorFlow build has no TPUClusterResolver")
+        raise ConfigError(f"{distribution.where['system.strategy']}: this TensorFlow build has no TPUClusterResolver")
     try:
         resolver = resolver_class()
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        raise ConfigError(f"{cfg.where('system.strategy')}: no TPU found ({reason}); run on a TPU VM or set "
+        raise ConfigError(f"{distribution.where['system.strategy']}: no TPU found ({reason}); run on a TPU VM or set "
                           "TPU_NAME") from None
     return tf.distribute.TPUStrategy(resolver)
 

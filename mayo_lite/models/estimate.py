@@ -18,9 +18,12 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
+from mayo_lite.layers.quantizer import Quantizer
 from mayo_lite.layers.thresholds import active_count
-from mayo_lite.net.specs import GROUP_ATTRIBUTE
-from mayo_lite.quantize import Quantizer
+
+# The attribute naming the YAML layer a Keras layer was built for (`mayo_lite.net` sets it; a model built otherwise
+# is counted layer by layer).
+GROUP_ATTRIBUTE = "mayo_group"
 
 
 def _static(shape):

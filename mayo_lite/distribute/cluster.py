@@ -2,7 +2,8 @@
 `TF_CONFIG` environment variable describes, checked before TensorFlow starts its server; which worker is the chief;
 the meeting of the workers at start-up; and the one line that says which worker stopped answering.
 
-Without TensorFlow, so the settings check reads it at once; `mayo_lite.session.strategy` builds the strategy.
+Without TensorFlow, so the settings check (`mayo_lite.distribute.checks`) reads it at once;
+`mayo_lite.distribute.strategy` builds the strategy.
 """
 
 import json
@@ -58,17 +59,16 @@ class Cluster(NamedTuple):
                 for index in range(len(addresses)) if (task_type, index) != (self.task_type, self.index)]
 
 
-def read(cfg):
+def read(cfg, strategy, timeout):
     """The cluster of a `multi_worker` run, or None when it has none (one worker, no server); a bad description is
-    a ConfigError naming where it came from. `system.cluster` wins over `TF_CONFIG`."""
-    strategy = cfg.get("system.strategy")
+    a ConfigError naming where it came from. `system.cluster` wins over `TF_CONFIG`. `strategy`, `timeout`:
+    the checked `system.strategy` and `system.cluster_timeout`."""
     spec = cfg.get("system.cluster")
     if strategy != "multi_worker":
         if spec is not None:
             raise located_error(cfg.origin("system.cluster"), "system.cluster",
                                 f"only system.strategy=multi_worker reads it, and the strategy is {strategy}")
         return None
-    timeout = cfg.number("system.cluster_timeout", 0, low_open=True)
     if spec is not None:
         return _from_setting(cfg, spec, timeout)
     text = os.environ.get("TF_CONFIG", "")
