@@ -45,13 +45,14 @@ FULL = {"models": ["cifarnet_slim"], "seeds": [0, 1, 2], "dense_epochs": 5, "rat
         "steps": [(1.0, 1), (0.5, 2), (0.35, 1), (0.25, 1)], "combined": [0.35, 0.25], "scale": 1.0,
         "overrides": ["dataset.validate_from_train=5000"], "test_batches": None, "test": "the 10,000 test images",
         "validate": "the last 5,000 training images", "images": 200, "repeats": 3, "engine": "auto",
-        "settle": None}
-# Quick mode checks the page, not the figures: the native engine without timing it against XLA, no pauses.
+        "settle": None, "in_process": False}
+# Quick mode checks the page, not the figures: the native engine without timing it against XLA, no pauses, and each
+# step's `my` command line run by the launcher's `main` in this process (TensorFlow started once, not twenty times).
 QUICK = {"models": ["cifarnet_slim"], "seeds": [0, 1], "dense_epochs": 1, "rates": RATES,
          "steps": [(1.0, 1), (0.5, 1), (0.25, 1)], "combined": [0.25], "scale": 0.01,
          "overrides": ["dataset.validate_from_train=500"], "test_batches": 8, "test": "the first 512 test images",
          "validate": "the last 500 training images", "images": 4, "repeats": 1,
-         "engine": "native", "settle": 0.0}
+         "engine": "native", "settle": 0.0, "in_process": True}
 
 
 def dense(run, model, seed):

@@ -5,7 +5,6 @@ import math
 
 import keras
 import numpy as np
-from keras.src.utils import io_utils  # Keras' own callbacks print through it; `keras.utils` does not export it
 
 from mayo_lite.errors import ArgumentError
 from mayo_lite.prune.arguments import choice
@@ -17,6 +16,7 @@ from mayo_lite.prune.surgery import check_regrowable, set_regrow, update_masks
 from mayo_lite.prune.thresholds import SCOPES
 
 log = logging.getLogger("mayo_lite")
+absl_log = logging.getLogger("absl")
 
 
 def pruned_fraction(layers):
@@ -162,4 +162,9 @@ class GradualPruning(keras.callbacks.Callback):
     def _say(self, message):
         log.info(message)
         if self.verbose:
-            io_utils.print_msg(message)
+            # As Keras' own callbacks print (its `print_msg` is private): to stdout when its interactive logging is
+            # on, else through absl's log, as a script's `fit` would.
+            if keras.config.is_interactive_logging_enabled():
+                print(message, flush=True)
+            else:
+                absl_log.info(message)

@@ -14,175 +14,20 @@ keeps one copy of the moving statistics, the replicas' mean). And a last batch t
 example is joined to the one before it.
 """
 
-import contextlib
 import logging
 import math
-import queue
-import re
-import signal
-import threading
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mayo_lite.errors import DataError, Interrupted, UserError
+from mayo_lite.errors import Interrupted, UserError
 from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
-from mayo_lite.session.callbacks import epoch_text
+from mayo_lite.session.batches import batches_per_epoch, counts, data_errors, no_empty_replicas
+from mayo_lite.session.epochs import epoch_text
+from mayo_lite.session.stopping import Fetcher, StopRequestCallback, stop_requests
 
 log = logging.getLogger("mayo_lite")
-
-TOP_K = 5
-
-
-@contextlib.contextmanager
-def _stop_requests():
-    """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours after the current step; the
-    handlers are then restored, so a second one stops the program at once, as Mayo's countdown did."""
-    requested = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested  # signals reach only the main thread; elsewhere training stops as Python decides
-        return
-    # A signal the process was told to ignore (a background job's SIGINT, nohup) stays ignored.
-    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(number) is not signal.SIG_IGN}
-
-    def request(number, frame):
-        requested.append(signal.Signals(number).name)
-        for other, handler in previous.items():
-            signal.signal(other, handler)
-        log.warning("%s: stopping after this step and saving the checkpoint (again to stop at once)",
-                    signal.Signals(number).name)
-    for number in previous:
-        signal.signal(number, request)
-    try:
-        yield requested
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-class _Fetcher:
-    """The batches of an iterable, read ahead by a background thread, so the main thread never sits inside the
-    input pipeline: Python runs signal handlers only in the main thread and only between its own instructions, so
-    a main thread blocked in `next()` on a starved pipeline (a full shuffle buffer to refill on a loaded machine)
-    would hear Ctrl-C or SIGTERM only when the batch arrives. Here it waits on a queue, in short slices, and
-    returns as soon as a stop is requested. An error of the pipeline is raised in the main thread."""
-
-    _END = object()
-
-    def __init__(self, iterable, requested, ahead=2):
-        self.requested = requested
-        self.queue = queue.Queue(maxsize=ahead)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._fetch, args=(iterable,), daemon=True, name="mayo-lite-batches")
-        self.thread.start()
-
-    def _put(self, item):
-        while not self.stopped.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _fetch(self, iterable):
-        try:
-            for item in iterable:
-                if not self._put(item):
-                    return
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
-            self._put(error)
-            return
-        self._put(self._END)
-
-    def __iter__(self):
-        try:
-            while True:
-                try:
-                    item = self.queue.get(timeout=0.1)
-                except queue.Empty:
-                    if self.requested:
-                        return
-                    continue
-                if item is self._END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self.stopped.set()
-
-
-@contextlib.contextmanager
-def _data_errors(session, split):
-    """Turns what bad data makes TensorFlow raise during a step or in the input pipeline into a DataError naming
-    the dataset: a label outside [0, num_classes) (Mayo's 1-based records without `background_class`, a wrong
-    `num_classes`), unreadable records."""
-    try:
-        yield
-    except tf.errors.OpError as error:
-        lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
-        name = session.dataset.get("name")
-        source = (session.dataset.get("source") or {}).get("path") if isinstance(session.dataset, dict) else None
-        where = f"dataset {name}" + (f" ({source})" if source else "")
-        label = re.search(r"label value of (-?\d+) which is outside the valid range of \[0, (\d+)\)",
-                          str(error.message))
-        if label:
-            origin = session.cfg.origin("dataset.task.num_classes")
-            raise DataError(f"{where}: a {split} label is outside [0, num_classes): label {label.group(1)} with "
-                            f"{label.group(2)} outputs; check dataset.task.num_classes and background_class "
-                            f"{{has, use}} (outputs = num_classes + use − has)" + (f" in {origin}" if origin else "")
-                            ) from error
-        message = next((line for line in lines if not line.startswith(("Graph execution error", "Detected at"))),
-                       lines[0] if lines else type(error).__name__)
-        if isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)):
-            raise DataError(f"{where}: reading the {split} split failed: {message[:200]}") from error
-        raise
-
-
-def _leaves_a_replica_empty(size, replicas):
-    """Whether a batch of `size` examples (an int or a tensor) leaves a replica without any (0 leaves none)."""
-    return (size + replicas - 1) // replicas * (replicas - 1) >= size
-
-
-def _batches_per_epoch(examples, batch_size, replicas):
-    """(batches read, batches stepped through): `_no_empty_replicas` may join the last two."""
-    read = math.ceil(examples / batch_size)
-    last = examples - (read - 1) * batch_size
-    return read, read - 1 if read > 1 and _leaves_a_replica_empty(last, replicas) else read
-
-
-def _no_empty_replicas(dataset, replicas):
-    """`dataset`'s batches, with a last batch that would leave a replica empty joined to the batch before it.
-
-    `experimental_distribute_dataset` gives a batch of n examples `ceil(n / replicas)` per replica, in replica order,
-    so a short last batch (1 example on 2 replicas, 5 on 4) leaves some replica none, and TensorFlow's CPU
-    convolutions fail on an empty batch ("input depth must be evenly divisible by filter depth"). One device steps
-    through both batches; the replicas take them as one. The look-ahead is a `scan` holding one batch back, with an
-    empty batch appended to flush it, so the data are read once, in order.
-    """
-    if replicas == 1:
-        return dataset
-    empty = tf.nest.map_structure(lambda spec: tf.zeros([0, *spec.shape[1:]], spec.dtype), dataset.element_spec)
-
-    def hold_back(pending, batch):
-        joined = tf.nest.map_structure(lambda first, second: tf.concat([first, second], 0), pending, batch)
-        short = _leaves_a_replica_empty(tf.shape(tf.nest.flatten(batch)[0])[0], replicas)
-        return tf.cond(short, lambda: (empty, joined), lambda: (batch, pending))
-    flushed = dataset.concatenate(tf.data.Dataset.from_tensors(empty)).scan(empty, hold_back)
-    return flushed.filter(lambda *batch: tf.shape(tf.nest.flatten(batch)[0])[0] > 0)
-
-
-def _counts(labels, logits, num_classes):
-    labels = tf.cast(labels, tf.int32)
-    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    top1 = tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64))
-    k = min(TOP_K, num_classes)
-    top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, tf.cast(logits, tf.float32), k), tf.float64))
-    return top1, top5
-
 
 class Loops:
     """Compiled train and eval steps for one session's model and optimizer."""
@@ -231,7 +76,7 @@ class Loops:
                 scaled = optimizer.scale_loss(total) if hasattr(optimizer, "scale_loss") else total
             gradients = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            top1, top5 = _counts(labels, logits, num_classes)
+            top1, top5 = counts(labels, logits, num_classes)
             count = tf.cast(tf.shape(labels)[0], tf.float64)
             density = tf.cast(mean_density(gated), tf.float64) * count
             means = tf.distribute.get_replica_context().all_reduce(
@@ -257,7 +102,7 @@ class Loops:
         def replica_step(images, labels):
             logits = tf.cast(model(images, training=False), tf.float32)
             losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            top1, top5 = _counts(labels, logits, num_classes)
+            top1, top5 = counts(labels, logits, num_classes)
             count = tf.cast(tf.shape(labels)[0], tf.float64)
             # Each gated layer's density on this batch, weighted by the batch size, for per-layer means.
             densities = tf.stack([tf.cast(layer.last_density, tf.float64) for layer in gated] or
@@ -275,13 +120,13 @@ class Loops:
         would: `on_train_batch_end(step of the epoch, logs)` after every step, `on_epoch_end(epoch index, logs)` at
         each boundary. A callback that sets `model.stop_training` ends training after the step or epoch.
 
-        Ctrl-C or SIGTERM stops training after the current step: callbacks with an `on_stop_request(logs)` method
-        (the checkpoints) are called, then `Interrupted` is raised.
+        Ctrl-C or SIGTERM stops training after the current step: the `StopRequestCallback`s among `callbacks` (the
+        checkpoints) are called, then `Interrupted` is raised.
         """
         callbacks = keras.callbacks.CallbackList(list(callbacks), model=self.model)
         self.model.stop_training = False
         logs = {}
-        with _stop_requests() as requested:
+        with stop_requests() as requested:
             callbacks.on_train_begin()
             try:
                 logs = self._train(max_epochs, callbacks, requested)
@@ -306,7 +151,7 @@ class Loops:
 
     def _stop(self, callbacks, logs):
         for callback in callbacks.callbacks:
-            if hasattr(callback, "on_stop_request"):
+            if isinstance(callback, StopRequestCallback):
                 callback.on_stop_request(logs)
 
     def _train(self, max_epochs, callbacks, requested):
@@ -315,19 +160,19 @@ class Loops:
             self._train_step = self._build_train_step()
         examples = session.examples("train")
         replicas = self.strategy.num_replicas_in_sync
-        read, steps = _batches_per_epoch(examples, session.batch_size, replicas)
+        read, steps = batches_per_epoch(examples, session.batch_size, replicas)
         callbacks.set_params({"epochs": max_epochs, "steps": steps, "verbose": 1})
         logs = {}
         while session.epoch.value < max_epochs - 1e-9:
             index = int(math.floor(session.epoch.value + 1e-9))
             done = int(round((session.epoch.value - index) * examples / session.batch_size))
             # An epoch is `read` batches even when the split holds more (`num_examples_per_epoch` below its size).
-            dataset = _no_empty_replicas(session.pipeline("train", index).skip(done).take(read - done), replicas)
+            dataset = no_empty_replicas(session.pipeline("train", index).skip(done).take(read - done), replicas)
             callbacks.on_epoch_begin(index)
             totals = np.zeros(6)
             densities = np.zeros(len(self.gated))
-            batches = _Fetcher(self.strategy.experimental_distribute_dataset(dataset), requested)
-            with _data_errors(session, "train"):  # the pipeline's errors surface in the loop
+            batches = Fetcher(self.strategy.experimental_distribute_dataset(dataset), requested)
+            with data_errors(session, "train"):  # the pipeline's errors surface in the loop
                 for number, batch in enumerate(batches, start=done + 1):
                     callbacks.on_train_batch_begin(number)
                     loss, top1, top5, count, density, total = (float(v) for v in self._train_step(batch))
@@ -374,16 +219,16 @@ class Loops:
             self._eval_step = self._build_eval_step()
         dataset = session.pipeline(split)
         replicas = self.strategy.num_replicas_in_sync
-        _, steps = _batches_per_epoch(session.examples(split), session.batch_size, replicas)
+        _, steps = batches_per_epoch(session.examples(split), session.batch_size, replicas)
         if max_batches is not None:
             dataset = dataset.take(max_batches)
             steps = min(steps, max_batches)
-        dataset = _no_empty_replicas(dataset, replicas)
+        dataset = no_empty_replicas(dataset, replicas)
         bar = keras.utils.Progbar(steps, verbose=1 if progress else 0)
         totals = np.zeros(4)
         densities = 0.0
         for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=1):
-            with _data_errors(session, split):
+            with data_errors(session, split):
                 *figures, batch_densities = self._eval_step(batch)
             totals += [float(v) for v in figures]
             densities = densities + np.asarray(batch_densities, dtype=np.float64)

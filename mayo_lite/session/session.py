@@ -19,15 +19,16 @@ from mayo_lite.config.mayo_overriders import translate
 from mayo_lite.quantize import quantizer_layers, update_quantizers
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
+from mayo_lite.distribute import cluster
+from mayo_lite.distribute.strategy import make_strategy, prepare_devices
 from mayo_lite.errors import CheckpointError, ConfigError
 from mayo_lite.fbs.sources import dense_sources
 from mayo_lite.net import build_model
 from mayo_lite.net.specs import with_class_count
-from mayo_lite.distribute import cluster
 from mayo_lite.session import distill
-from mayo_lite.session.callbacks import DivergedError
-from mayo_lite.session.loop import Loops, epoch_text
-from mayo_lite.distribute.strategy import make_strategy, prepare_devices
+from mayo_lite.session.callbacks.divergence import DivergedError
+from mayo_lite.session.epochs import EpochCounter, epoch_text
+from mayo_lite.session.loop import Loops
 from mayo_lite.settings import check_settings
 from mayo_lite.weights import checkpoint
 
@@ -40,24 +41,6 @@ def prepared_settings(cfg, action):
     line does before each action; a session built without the command line does it here)."""
     settings = check_settings(cfg, action)
     return dataclasses.replace(settings, replicas=prepare_devices(cfg, settings.distribution))
-
-
-class EpochCounter:
-    """Mayo's float epoch counter: examples seen / examples per epoch; drives the schedule and max_epochs.
-
-    Float64, because a float32 counter drifts by whole steps over a long run of tiny increments.
-    """
-
-    def __init__(self):
-        self.variable = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="epoch",
-                                    aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-    @property
-    def value(self):
-        return float(self.variable.numpy())
-
-    def assign(self, value):
-        self.variable.assign(float(value))
 
 
 class Session:
@@ -247,6 +230,10 @@ class Session:
         digest = f", weights {checkpoint.digest(values)}" if cluster.joined() else ""
         log.info("saved checkpoint %s (epoch %s%s)", path, epoch_text(self.epoch.value), digest)
         return path
+
+    def keep_numbered(self, count):
+        """Removes this run's numbered checkpoints (`epoch-N`) but the newest `count`."""
+        self.store.prune_numbered(count)
 
     def _selected_path(self):
         """The checkpoint `system.checkpoint.load` selects, or None (none selected, or no `latest` yet); a

@@ -8,7 +8,7 @@ import logging
 from mayo_lite.errors import ConfigError
 from mayo_lite.files import output_path, write_atomically
 from mayo_lite.net import model_cost
-from mayo_lite.session.loop import epoch_text
+from mayo_lite.session.epochs import epoch_text
 
 log = logging.getLogger("mayo_lite")
 

@@ -13,7 +13,7 @@ from mayo_lite.files import output_path
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import model_cost
 from mayo_lite.plot import accuracy_against_macs, gate_heatmap, layer_costs, training_curves
-from mayo_lite.session.loop import epoch_text
+from mayo_lite.session.epochs import epoch_text
 
 log = logging.getLogger("mayo_lite")
 

@@ -2,7 +2,7 @@
 
 import logging
 
-from mayo_lite.session.loop import epoch_text
+from mayo_lite.session.epochs import epoch_text
 
 log = logging.getLogger("mayo_lite")
 

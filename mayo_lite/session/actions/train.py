@@ -8,7 +8,7 @@ import tensorflow as tf
 from mayo_lite import registry
 from mayo_lite.errors import ConfigError
 from mayo_lite.session import callbacks, distill, pruning
-from mayo_lite.session.loop import epoch_text
+from mayo_lite.session.epochs import epoch_text
 
 log = logging.getLogger("mayo_lite")
 
