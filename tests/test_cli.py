@@ -236,7 +236,9 @@ def test_lenet5_learns_fashion_mnist_in_a_fraction_of_an_epoch(tmp_path, monkeyp
 
 
 def test_two_replicas_train_through_the_same_step(tmp_path):
-    """system.num_gpus=2 without GPUs splits the CPU into two replicas; the counts stay exact."""
+    """system.num_gpus=2 without GPUs splits the CPU into two replicas; the counts stay exact. A config change
+    rebuilds the session, whose gated steps run on the same replicas (a second MirroredStrategy over the same
+    devices collided with the first one's collective operations)."""
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = subprocess.run([str(ROOT / "my"), "tiny.yaml", "system.num_gpus=2", "system.batch_size_per_gpu=16",
                              "system.max_epochs=1", "train", "eval"], cwd=tmp_path, capture_output=True, text=True,
@@ -246,6 +248,13 @@ def test_two_replicas_train_through_the_same_step(tmp_path):
     assert re.search(r"^top1: [\d.]+%, top5: 100.00%$", result.stdout, re.MULTILINE)
     variables, epoch, _ = read(tmp_path / "checkpoints" / "tiny" / "synthetic" / "latest.npz")
     assert epoch == 1.0 and np.isfinite(variables["model/conv0/kernel"]).all()
+    gated = subprocess.run([str(ROOT / "my"), "models/gate/lenet5.yaml", "datasets/synthetic.yaml",
+                            "trainers/lenet5.yaml", "system.num_gpus=2", "dataset.num_examples_per_epoch.train=2000",
+                            "system.max_epochs=0.02", "train", "system.max_epochs=0.04", "eval"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=300)
+    assert gated.returncode == 0, gated.stderr[-2000:]
+    assert gated.stderr.count("2 replicas under MirroredStrategy") == 2
+    assert re.search(r"^top1: [\d.]+%, top5: [\d.]+%, density: [\d.]+%$", gated.stdout, re.MULTILINE)
 
 
 def test_save_keep_limits_numbered_checkpoints(run, tmp_path):

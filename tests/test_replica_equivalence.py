@@ -17,6 +17,7 @@ replicas do not see.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,9 +77,6 @@ import keras
 import numpy as np
 from mayo_lite.config import Config
 from mayo_lite.session.session import Session
-
-case = json.loads(sys.argv[1])
-
 
 def session(replicas):
     cfg = Config()
@@ -180,20 +178,79 @@ def evaluate():
     return {str(replicas): session(replicas).loops.evaluate(progress=False) for replicas in (1, 2)}
 
 
-print("REPORT " + json.dumps({"steps": steps, "train_and_evaluate": train_and_evaluate,
-                              "evaluate": evaluate}[case["mode"]]()))
+# One case, or several in one interpreter (each builds its own sessions from its own config, seeded).
+for name, case in json.loads(sys.argv[1]).items():
+    try:
+        report = {"steps": steps, "train_and_evaluate": train_and_evaluate, "evaluate": evaluate}[case["mode"]]()
+    except Exception:
+        import traceback
+        report = {"error": traceback.format_exc()[-3000:]}
+    print("REPORT " + json.dumps({"name": name, "report": report}), flush=True)
 '''
 
 
-def run_case(tmp_path, text, mode="steps", **case):
-    """Runs PROGRAM on config `text` in `tmp_path`; returns its report."""
-    (tmp_path / "model.yaml").write_text(text)
-    case = {"config": "model.yaml", "mode": mode, "batch": GLOBAL_BATCH, "steps": 3, **case}
-    result = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(case)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300, env=ENVIRONMENT)
+def run_cases(directory, cases):
+    """Runs PROGRAM once on `cases` ({name: (config text, case settings)}) in `directory`: {name: report}."""
+    specs = {}
+    for number, (name, (text, case)) in enumerate(cases.items()):
+        (directory / f"case{number}.yaml").write_text(text)
+        specs[name] = {"config": f"case{number}.yaml", "mode": "steps", "batch": GLOBAL_BATCH, "steps": 3, **case}
+    result = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(specs)], cwd=directory, capture_output=True,
+                            text=True, timeout=900, env=ENVIRONMENT)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if line.startswith("REPORT "))
-    return json.loads(line.removeprefix("REPORT "))
+    reports = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("REPORT "):
+            found = json.loads(line.removeprefix("REPORT "))
+            reports[found["name"]] = found["report"]
+    assert sorted(reports) == sorted(cases), result.stderr[-3000:]
+    return reports
+
+
+def run_case(tmp_path, text, mode="steps", **case):
+    """Runs PROGRAM on config `text` in `tmp_path`, in a fresh interpreter of its own; returns its report."""
+    report = run_cases(tmp_path, {"case": (text, {"mode": mode, **case})})["case"]
+    assert "error" not in report, report.get("error")
+    return report
+
+
+# The cases of the tests below, run together in one interpreter (starting TensorFlow once, not once a case): each
+# builds its own two sessions, one device and two replicas, from its own config file and seed.
+THRESHOLD = ["_gate.threshold=global", "_gate.decay=0.5"]
+CASES = {
+    "plain": (PLAIN, {}),
+    "pruned": (MASKED, {"prune": True}),
+    "gated": (GATED, {}),
+    **{f"threshold-{threshold}": (GATED, {"overrides": [f"_gate.threshold={threshold}", "_gate.decay=0.5"]})
+       for threshold in ("global", "local")},
+    **{f"regularizer-{regularizer}": (GATED, {"overrides": [f"_gate.regularizer={regularizer}", *THRESHOLD]})
+       for regularizer in ("{l1: 0.01}", "{l2: 0.05}", "{moe: 0.5, moi: 0.5}")},
+    "weight-penalty": (GATED, {"overrides": ["model.layers.logits.weights_regularizer={type: l2, l2: 0.1}"]}),
+    "uneven": (GATED, {"steps": 5, "overrides": ["dataset.num_examples_per_epoch.train=67",
+                                                 "_gate.regularizer={l1: 0.01, moi: 0.5}", *THRESHOLD]}),
+    "batch-norm-keras": (BATCH_NORM, {"identical_halves": True}),
+    "batch-norm-gated": (GATED_BATCH_NORM, {"identical_halves": True}),
+    # Momentum 0 (the moving statistics are the last batch's) and the second share's images shifted by 1: the
+    # variance between the shares stands out.
+    "batch-norm-shares": (BATCH_NORM, {"steps": 1, "batch_norm": "conv0.bn", "shift_second_half": 1.0,
+                                       "overrides": ["model.layers.conv0.normalizer_params={momentum: 0.0}"]}),
+    "no-empty-replica": (GATED_BATCH_NORM, {"mode": "train_and_evaluate", "overrides": [
+        "dataset.num_examples_per_epoch.train=65", "dataset.num_examples_per_epoch.validate=33",
+        "_gate.threshold=global"]}),
+}
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    return run_cases(tmp_path_factory.mktemp("replicas"), CASES)
+
+
+@pytest.fixture
+def report(reports, request):
+    """The report of the case the test names (`@pytest.mark.case(name)`)."""
+    found = reports[request.node.get_closest_marker("case").args[0]]
+    assert "error" not in found, found.get("error")
+    return found
 
 
 def assert_same_steps(report, steps=3):
@@ -206,25 +263,28 @@ def assert_same_steps(report, steps=3):
     assert max(report["spread"].values()) == 0.0, "the replicas' copies of a variable differ"
 
 
-def test_a_plain_model_steps_as_on_one_device(tmp_path):
-    assert_same_steps(run_case(tmp_path, PLAIN))
+@pytest.mark.case("plain")
+def test_a_plain_model_steps_as_on_one_device(report):
+    assert_same_steps(report)
 
 
-def test_a_pruned_model_steps_as_on_one_device_and_pruned_weights_stay_zero(tmp_path):
-    report = run_case(tmp_path, MASKED, prune=True)
+@pytest.mark.case("pruned")
+def test_a_pruned_model_steps_as_on_one_device_and_pruned_weights_stay_zero(report):
     assert_same_steps(report)
     assert report["masks"] and max(report["masks"].values()) == 0.0
 
 
-def test_a_gated_model_with_online_thresholds_steps_as_on_one_device(tmp_path):
-    assert_same_steps(run_case(tmp_path, GATED))
+@pytest.mark.case("gated")
+def test_a_gated_model_with_online_thresholds_steps_as_on_one_device(report):
+    assert_same_steps(report)
 
 
 @pytest.mark.parametrize("threshold", ["global", "local"])
-def test_a_moving_threshold_has_one_value_the_one_device_value(tmp_path, threshold):
+def test_a_moving_threshold_has_one_value_the_one_device_value(reports, threshold):
     """Replicas trace the step through the same layer objects; each must move the threshold with its own gammas, and
     all must move it by the mean over the global batch."""
-    report = run_case(tmp_path, GATED, overrides=[f"_gate.threshold={threshold}", "_gate.decay=0.5"])
+    report = reports[f"threshold-{threshold}"]
+    assert "error" not in report, report.get("error")
     assert_same_steps(report)
     names = [name for name in report["two"] if name.endswith("/threshold")]
     assert names == (["model/global_threshold/threshold"] if threshold == "global" else
@@ -236,43 +296,40 @@ def test_a_moving_threshold_has_one_value_the_one_device_value(tmp_path, thresho
 
 
 @pytest.mark.parametrize("regularizer", ["{l1: 0.01}", "{l2: 0.05}", "{moe: 0.5, moi: 0.5}"])
-def test_gate_regularisers_count_once_over_the_global_batch(tmp_path, regularizer):
+def test_gate_regularisers_count_once_over_the_global_batch(reports, regularizer):
     """`l1` sums |gamma · active| over the batch: each replica's share alone would count half of it."""
-    report = run_case(tmp_path, GATED, overrides=[f"_gate.regularizer={regularizer}", "_gate.threshold=global",
-                                                  "_gate.decay=0.5"])
+    report = reports[f"regularizer-{regularizer}"]
+    assert "error" not in report, report.get("error")
     assert_same_steps(report)
     loss, total = report["steps"][0]["results"][1][0] / GLOBAL_BATCH, report["steps"][0]["results"][1][5]
     assert total - loss > 1e-3  # the regularisation is in the total, and counted as one device counts it
     assert total == pytest.approx(report["steps"][0]["results"][0][5], rel=1e-6)
 
 
-def test_a_weight_penalty_counts_once(tmp_path):
-    report = run_case(tmp_path, GATED, overrides=["model.layers.logits.weights_regularizer={type: l2, l2: 0.1}"])
+@pytest.mark.case("weight-penalty")
+def test_a_weight_penalty_counts_once(report):
     assert_same_steps(report)
 
 
-def test_a_last_batch_split_unevenly_weighs_every_example_alike(tmp_path):
+@pytest.mark.case("uneven")
+def test_a_last_batch_split_unevenly_weighs_every_example_alike(report):
     """67 examples: the fifth batch holds 3, two for the first replica and one for the second."""
-    report = run_case(tmp_path, GATED, steps=5, overrides=[
-        "dataset.num_examples_per_epoch.train=67", "_gate.regularizer={l1: 0.01, moi: 0.5}",
-        "_gate.threshold=global", "_gate.decay=0.5"])
     assert [step["batch"] for step in report["steps"]] == [16, 16, 16, 16, 3]
     assert_same_steps(report, steps=5)
 
 
-@pytest.mark.parametrize("text", [BATCH_NORM, GATED_BATCH_NORM], ids=["keras", "gated"])
-def test_batch_norm_steps_as_on_one_device_when_the_shares_have_the_batch_statistics(tmp_path, text):
-    assert_same_steps(run_case(tmp_path, text, identical_halves=True))
+@pytest.mark.parametrize("kind", ["keras", "gated"])
+def test_batch_norm_steps_as_on_one_device_when_the_shares_have_the_batch_statistics(reports, kind):
+    report = reports[f"batch-norm-{kind}"]
+    assert "error" not in report, report.get("error")
+    assert_same_steps(report)
 
 
-def test_batch_norm_normalises_each_replica_by_its_own_share(tmp_path):
+@pytest.mark.case("batch-norm-shares")
+def test_batch_norm_normalises_each_replica_by_its_own_share(report):
     """The legitimate difference (see the module's docstring), pinned: the weights differ, the first batch norm's
     moving mean is one device's, its moving variance lacks the variance between the shares, and the replicas keep
     one copy of the moving statistics (the step averages them)."""
-    # Momentum 0 (the moving statistics are the last batch's) and the second share's images shifted by 1: the
-    # variance between the shares stands out.
-    report = run_case(tmp_path, BATCH_NORM, steps=1, batch_norm="conv0.bn", shift_second_half=1.0,
-                      overrides=["model.layers.conv0.normalizer_params={momentum: 0.0}"])
     step = report["steps"][0]
     assert step["differences"]["model/conv0/kernel"] > 1e-4
     expected = report["batch_norm"]
@@ -284,13 +341,11 @@ def test_batch_norm_normalises_each_replica_by_its_own_share(tmp_path):
     assert max(report["spread"].values()) == 0.0
 
 
-def test_no_replica_is_left_an_empty_batch(tmp_path):
+@pytest.mark.case("no-empty-replica")
+def test_no_replica_is_left_an_empty_batch(report):
     """65 training and 33 validation examples: a last batch of one would leave the second replica none (TensorFlow's
     CPU convolutions fail on an empty batch); it joins the batch before it. Evaluation still counts every example,
     and one device evaluates the trained weights to the same figures."""
-    report = run_case(tmp_path, GATED_BATCH_NORM, mode="train_and_evaluate", overrides=[
-        "dataset.num_examples_per_epoch.train=65", "dataset.num_examples_per_epoch.validate=33",
-        "_gate.threshold=global"])
     assert report["epoch"] == 1.0
     assert max(report["spread"].values()) == 0.0
     one, two = report["one"], report["two"]
@@ -321,10 +376,17 @@ def test_checkpoints_move_between_one_and_two_replicas(tmp_path):
     runs = {}
     for order in [(1, 1), (2, 1), (1, 2)]:
         directory = tmp_path / "-".join(map(str, order))
-        directory.mkdir()
-        (directory / "model.yaml").write_text(text)
+        if order == (1, 2):  # its first epoch is (1, 1)'s, on one device: copied, not trained again
+            shutil.copytree(tmp_path / "one-epoch", directory)
+        else:
+            directory.mkdir()
+            (directory / "model.yaml").write_text(text)
         for epoch, count in enumerate(order, start=1):
+            if order == (1, 2) and epoch == 1:
+                continue
             result = my(directory, *settings, *replicas(count), f"system.max_epochs={epoch}", "train")
+            if order == (1, 1) and epoch == 1:
+                shutil.copytree(directory, tmp_path / "one-epoch")
             if count == 2:
                 assert "2 replicas under MirroredStrategy" in result.stderr
             if (epoch, count) == (1, 2):

@@ -118,10 +118,21 @@ def _default(distribution):
     return tf.distribute.get_strategy()
 
 
+# One MirroredStrategy per set of devices, for the whole process: a second one over the same devices numbers its
+# collective operations afresh, and its first all-reduce then collides with the first strategy's (measured with TF
+# 2.21: "Shape mismatch in the collective instance 100", in the first evaluation after a config change rebuilt the
+# session). Variables are created under the scope of each session's model; the strategy holds no model state.
+_mirrored_strategies = {}
+
+
 def _mirrored(distribution):
     if GPUS:
-        return tf.distribute.MirroredStrategy([device.name for device in tf.config.list_logical_devices("GPU")])
-    return tf.distribute.MirroredStrategy(_cpu_replicas(distribution.num_gpus))
+        devices = tuple(device.name for device in tf.config.list_logical_devices("GPU"))
+    else:
+        devices = tuple(_cpu_replicas(distribution.num_gpus))
+    if devices not in _mirrored_strategies:
+        _mirrored_strategies[devices] = tf.distribute.MirroredStrategy(list(devices))
+    return _mirrored_strategies[devices]
 
 
 def _multi_worker(distribution):

@@ -35,6 +35,8 @@ def data_errors(session, split):
                             ) from error
         message = next((line for line in lines if not line.startswith(("Graph execution error", "Detected at"))),
                        lines[0] if lines else type(error).__name__)
+        if "Collective" in str(error.message):  # the replicas' all-reduce failed: not the data's fault
+            raise
         if isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)):
             raise DataError(f"{where}: reading the {split} split failed: {message[:200]}") from error
         raise
