@@ -74,6 +74,30 @@ FILES = {
 }
 
 
+def _idx(path, array):
+    """An IDX file of unsigned bytes (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(size).to_bytes(4, "big") for size in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _idx_datasets(directory):
+    """IDX files of the run's dataset (named `synthetic`, so the trained checkpoint is the one a command would load
+    first): a truncated images file, too few labels, and images of the wrong size."""
+    rng = np.random.default_rng(0)
+    for name, (height, labels, cut) in {"truncated": (8, 32, True), "labels": (8, 30, False),
+                                        "size": (6, 32, False)}.items():
+        folder = directory / "idx" / name
+        folder.mkdir(parents=True)
+        for prefix in ("train", "t10k"):
+            _idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (32 if prefix == "t10k" else 64,
+                                                                                height, height, 3)))
+            _idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 4, labels if prefix == "t10k" else 64))
+            if cut:
+                images = folder / f"{prefix}-images-idx3-ubyte"
+                images.write_bytes(images.read_bytes()[:-100])
+        (directory / f"idx_{name}.yaml").write_text(f"dataset: {{source: {{type: idx, path: idx/{name}}}}}\n")
+
+
 def _checkpoints(directory):
     run = directory / "checkpoints/steady/synthetic"
     _npz(directory / "strings.npz", **{"model/conv0/kernel": np.array(["a", "b"]), "__epoch__": np.float64(1)})
@@ -174,6 +198,17 @@ CASES = [
     (["steady.yaml", "train.learning_rate={type: nonsense}", "train"], "train.learning_rate"),
     (["steady.yaml", "train.optimizer={type: nonsense}", "train"], "train.optimizer"),
     (["no_train.yaml", "train"], "no `train` section"),
+    (["steady.yaml", "train.learning_rate.warmup_epochs=abc", "train"], "train.learning_rate.warmup_epochs"),
+    (["steady.yaml", "train.learning_rate.warmup_epochs=-2", "train"], "train.learning_rate.warmup_epochs"),
+    (["steady.yaml", "train.learning_rate={type: exponential_decay, initial_learning_rate: 0.1, decay_steps: 1, "
+                     "decay_rate: abc}", "train"], "train.learning_rate.decay_rate: expected a number"),
+    (["steady.yaml", "train.learning_rate={type: exponential_decay, initial_learning_rate: 0.1, decay_steps: 1, "
+                     "decay_rate: 0.5, staircase: maybe}", "train"], "train.learning_rate.staircase"),
+    # Data files, found before the trained checkpoint is loaded (no "loaded checkpoint" line comes first).
+    (["steady.yaml", "idx_truncated.yaml", "eval"], "t10k-images-idx3-ubyte: IDX file of shape (32, 8, 8, 3)"),
+    (["steady.yaml", "idx_truncated.yaml", "train"], "train-images-idx3-ubyte: IDX file of shape (64, 8, 8, 3)"),
+    (["steady.yaml", "idx_labels.yaml", "eval"], "32 images but 30 labels for the validate split"),
+    (["steady.yaml", "idx_size.yaml", "eval"], "the validate images of synthetic are 6x6x3"),
     # Pruning and gates.
     (["steady.yaml", "prune.percent=1.5", "prune"], "prune.percent"),
     (["steady.yaml", "prune.granularity=pixel", "prune"], "prune.granularity"),
@@ -227,6 +262,7 @@ def protected(tmp_path_factory):
             (directory / name).write_bytes(content if isinstance(content, bytes) else content.encode())
         assert main(["steady.yaml", "train"]) == 0
         _checkpoints(directory)
+        _idx_datasets(directory)
         os.mkfifo(directory / "fifo.yaml")
         (directory / "zero.yaml").symlink_to("/dev/zero")
         (directory / "folder.yaml").mkdir()

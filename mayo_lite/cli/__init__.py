@@ -61,13 +61,15 @@ class Runner:
     def __init__(self):
         self.cfg = Config()
         self.settings = None  # the checked `system` settings of the action running (mayo_lite.settings)
+        self.reads = ()  # the data splits the action running cannot do without
         self._session = None
 
     def session(self):
         if self._session is None or self._session.version != self.cfg.version:
             previous, self._session = self._session, None
             from mayo_lite.session.session import Session
-            self._session = Session(self.cfg, self.settings, continue_from=self._continuation(previous))
+            self._session = Session(self.cfg, self.settings, continue_from=self._continuation(previous),
+                                    splits=self.reads)
         return self._session
 
     def _continuation(self, previous):
@@ -93,6 +95,7 @@ class Runner:
         self.settings = dataclasses.replace(settings, replicas=prepare_devices(self.cfg, settings.distribution))
         if check is not None:
             check(self.cfg, self.settings)
+        self.reads = tuple(self.settings.eval_split if split == "eval" else split for split in ACTIONS[name].reads)
         log.debug("action %s", name)
         action(self)
 

@@ -219,7 +219,8 @@ class Config:
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or value < low or value > high or (low_open and value == low)):
             positive = (low, high, low_open) == (0, math.inf, True)
-            expected = "a positive number" if positive else f"a number in {interval(low, high, low_open)}"
+            expected = ("a positive number" if positive else "a number" if (low, high) == (-math.inf, math.inf)
+                        else f"a number in {interval(low, high, low_open)}")
             raise self._bad(path, expected + (" or null" if optional else ""), value)
         return float(value) if isinstance(value, float) else value
 

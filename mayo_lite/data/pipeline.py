@@ -164,8 +164,6 @@ def make_dataset(
     # every run, and cut before the shuffle, so that no validation image is ever trained on.
     examples = _read_source(SOURCES[source_type], dataset, source_split, search_path,
                             training and take is None, seed)
-    logger.info("%s, %s split: %s%s", name, split, examples.origin,
-                f" (images {skip}-{skip + take - 1} of its {source_split} split)" if take else "")
     cardinality = int(examples.dataset.cardinality())
     expected = positive_int(dataset, f"num_examples_per_epoch.{source_split}")
     if cardinality >= 0 and cardinality != expected:
@@ -208,5 +206,8 @@ def make_dataset(
             f"{name} are {_format_shape(image_shape)} after preprocessing; fix {shape_source}, add a resize or crop "
             f"step to dataset.task.preprocess, or set dataset.task.preprocess.shape to have them resized to it"
         )
+    # Said once the split is known to fit (a bad data file's error is the first line, not this one).
+    logger.info("%s, %s split: %s%s", name, split, examples.origin,
+                f" (images {skip}-{skip + take - 1} of its {source_split} split)" if take else "")
     pipeline = pipeline.batch(int(batch_size), drop_remainder=drop_remainder)
     return pipeline.prefetch(tf.data.AUTOTUNE)

@@ -275,6 +275,8 @@ def learning_rate_schedule(spec, where):
     if isinstance(spec, dict):
         spec = dict(spec)
         warmup = spec.pop("warmup_epochs", 0)
+        if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < math.inf:
+            raise ConfigError(f"{where}.warmup_epochs: expected a number of epochs ≥ 0, got {warmup!r}")
         schedule = build("schedule", spec, where)
         return WarmupSchedule(schedule, warmup) if warmup else schedule
     raise ConfigError(f"{where}: expected a number or a schedule mapping with `type`, got {spec!r}")

@@ -46,11 +46,12 @@ def prepared_settings(cfg, action):
 class Session:
     """The live objects of one run, built from a config."""
 
-    def __init__(self, cfg, settings=None, continue_from=None):
+    def __init__(self, cfg, settings=None, continue_from=None, splits=()):
         """`settings`: the config's checked `mayo_lite.settings.Settings`, devices prepared (the command line's);
         checked and prepared here when not given. `continue_from`: a checkpoint to load instead of the one
         `system.checkpoint.load` selects (the command line passes the last one the previous session loaded or
-        saved, see `mayo_lite.cli.Runner`)."""
+        saved, see `mayo_lite.cli.Runner`). `splits`: the data splits read before any checkpoint is loaded (their
+        files' errors come first; the pipelines are kept)."""
         settings = settings if settings is not None else prepared_settings(cfg, "train")
         self.settings = settings
         self.cfg = self._with_network_classes(cfg)
@@ -86,6 +87,8 @@ class Session:
         self.checkpoint_path = None  # the last checkpoint this session loaded or saved
         self.measured_densities = None  # per gated layer, from the last full evaluation
         self._teacher = _UNSET
+        for split in splits:
+            self.pipeline(split)
         if continue_from is not None:
             log.info("continuing from %s, where the previous action left the weights", continue_from)
         if source is not None:

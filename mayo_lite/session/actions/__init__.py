@@ -18,17 +18,24 @@ class Action(NamedTuple):
     function: str
     help: str
     check: Optional[str] = None  # a function of the config in the same module, run before any work
+    # The splits the action cannot do without ("eval": system.eval.split): the session reads their files before it
+    # loads a checkpoint, so a broken data file is the first line. Actions that fall back to other images (bench,
+    # export-model) or to nominal figures (info, prune's report) read their data when they need it.
+    reads: tuple = ()
 
 
 ACTIONS = {
-    "train": Action("train", "train", "train until system.max_epochs, saving checkpoints", "check_train"),
-    "eval": Action("evaluate", "evaluate", "evaluate on the validation split (top-1, top-5, gate density)"),
+    "train": Action("train", "train", "train until system.max_epochs, saving checkpoints", "check_train",
+                    ("train",)),
+    "eval": Action("evaluate", "evaluate", "evaluate on the validation split (top-1, top-5, gate density)",
+                   reads=("eval",)),
     "info": Action("info", "info", "per-layer shapes, parameters and MACs; gate and weight densities"),
     "reset-num-epochs": Action("reset_num_epochs", "reset_num_epochs",
                                "set the epoch counter to 0 (fine-tune a loaded checkpoint for a full schedule)"),
     "save": Action("save", "save", "save the session as checkpoint `latest`"),
     "export": Action("export", "export", "write the merged, resolved config to export.yaml"),
-    "eval-all": Action("eval_all", "eval_all", "evaluate every saved checkpoint of the run and write eval_all.csv"),
+    "eval-all": Action("eval_all", "eval_all", "evaluate every saved checkpoint of the run and write eval_all.csv",
+                       reads=("eval",)),
     "prune": Action("prune", "prune", "prune convolution weights as the prune: section says (kernel level by "
                                       "default), report accuracy before and after, save checkpoint `pruned`",
                     "check_prune"),
@@ -42,7 +49,7 @@ ACTIONS = {
                                       "ratios (system.bench.profile: per layer)",
                     "check_bench"),
     "plot": Action("plot", "plot", "draw PNG figures under system.plot.path: per-class gate heatmaps, per-layer "
-                                   "costs, training curves, top-1 against MACs", "check_plot"),
+                                   "costs, training curves, top-1 against MACs", "check_plot", ("validate",)),
 }
 
 

@@ -36,8 +36,21 @@ def check_train(cfg, settings):
     schedule, its optimizer and a gradual pruning schedule."""
     if cfg.get("train", None) is None:
         raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
+    spec = cfg.get("train.learning_rate")
+    if isinstance(spec, dict):
+        # The schedule's arguments are numbers (a boundary list, `staircase`), each refused here by its own key
+        # and the file or override that set it, before TensorFlow fails on it without naming either.
+        for key, value in spec.items():
+            if str(key).startswith("_") or key in ("type", "name", "warmup_epochs") or isinstance(value, (int, float, list)):
+                continue
+            if key == "staircase":
+                cfg.boolean("train.learning_rate.staircase")
+            else:
+                cfg.number(f"train.learning_rate.{key}")  # raises: expected a number, got 'abc'
+        if "warmup_epochs" in spec:
+            cfg.number("train.learning_rate.warmup_epochs", 0)
     where = cfg.where("train.learning_rate")
-    schedule = registry.learning_rate_schedule(cfg.get("train.learning_rate"), where)
+    schedule = registry.learning_rate_schedule(spec, where)
     max_epochs = settings.max_epochs
     for epoch in (0.0, max_epochs / 2, max_epochs):
         try:
