@@ -224,6 +224,20 @@ def test_the_launcher_runs_from_another_directory(tmp_path):
     assert "2,293,000" in result.stdout
 
 
+def test_a_run_whose_output_is_not_a_terminal_logs_one_line_per_epoch(tmp_path):
+    """Under nohup, in CI or through a pipe, the progress bar is one plain line per epoch (Keras' `verbose=2`), not
+    every step with a terminal's escape codes."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = subprocess.run([str(ROOT / "my"), "tiny.yaml", "system.max_epochs=3", "train", "eval"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stdout and "\x1b[" not in result.stdout and "\b" not in result.stdout
+    lines = result.stdout.splitlines()
+    steps = 96 // 32  # TINY's training examples over its batch
+    assert [line.split(" - ")[0] for line in lines[:3]] == [f"{steps}/{steps}"] * 3, lines
+    assert re.fullmatch(r"\d+/\d+ - .*", lines[3]) and lines[4].startswith("top1: ") and len(lines) == 5, lines
+
+
 def test_lenet5_learns_fashion_mnist_in_a_fraction_of_an_epoch(tmp_path, monkeypatch, capsys):
     """Real data, end to end: a tenth of an epoch of LeNet-5 is far above chance (10%) on the test set."""
     monkeypatch.chdir(tmp_path)

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from mayo_lite.errors import Interrupted, UserError
 from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
+from mayo_lite.session.callbacks.progress import bar_verbosity
 from mayo_lite.session.batches import batches_per_epoch, counts, data_errors, no_empty_replicas
 from mayo_lite.session.epochs import epoch_text
 from mayo_lite.session.stopping import Fetcher, StopRequestCallback, stop_requests
@@ -224,7 +225,7 @@ class Loops:
             dataset = dataset.take(max_batches)
             steps = min(steps, max_batches)
         dataset = no_empty_replicas(dataset, replicas)
-        bar = keras.utils.Progbar(steps, verbose=1 if progress else 0)
+        bar = keras.utils.Progbar(steps, verbose=bar_verbosity() if progress else 0)
         totals = np.zeros(4)
         densities = 0.0
         for number, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset), start=1):
