@@ -59,6 +59,11 @@ class DataError(UserError):
     """A dataset that is missing or malformed; the message says where it looked and how to get the data."""
 
 
+class OutputError(UserError):
+    """A log or figure the run must write cannot be written (a full disk, no permission); what it had begun is
+    removed."""
+
+
 class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 

@@ -96,8 +96,27 @@ def test_nan_in_the_data_never_reaches_the_checkpoint(trained, monkeypatch, caps
         return make_dataset(*arguments, **options).map(poison)
     monkeypatch.setattr(session_module, "make_dataset", poisoned)
     before = digest(LATEST)
+    board = LATEST.parent / "tensorboard"
+    events = sorted(board.rglob("*"))
+    assert any(path.name.startswith("events.out.tfevents") for path in events)  # the first, good run's
     assert main(["steady.yaml", "system.max_epochs=2", "train"]) == 2
     assert "training diverged" in capsys.readouterr().err
+    assert digest(LATEST) == before
+    assert sorted(board.rglob("*")) == events  # the failed run's event file is gone, the good run's kept
+
+
+def test_a_full_disk_when_tensorboard_starts_is_one_line_and_leaves_nothing(trained, monkeypatch, capsys):
+    import tensorflow as tf
+
+    def full(*arguments, **options):
+        raise tf.errors.ResourceExhaustedError(None, None, "tb/run/train; No space left on device")
+    monkeypatch.setattr(tf.summary, "create_file_writer", full)
+    before = digest(LATEST)
+    capsys.readouterr()
+    assert main(["steady.yaml", "system.max_epochs=2", "system.log.tensorboard=tb/run", "train"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("my: error: cannot write the TensorBoard log in tb/run: ") and "No space" in lines[-1]
+    assert "Traceback" not in "\n".join(lines) and not Path("tb").exists()
     assert digest(LATEST) == before
 
 

@@ -26,7 +26,7 @@ from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
 from mayo_lite.session.callbacks.progress import bar_verbosity
 from mayo_lite.session.batches import batches_per_epoch, counts, data_errors, no_empty_replicas
 from mayo_lite.session.epochs import epoch_text
-from mayo_lite.session.stopping import Fetcher, StopRequestCallback, stop_requests
+from mayo_lite.session.stopping import Fetcher, StopRequestCallback, TrainingFailureCallback, stop_requests
 
 log = logging.getLogger("mayo_lite")
 
@@ -131,6 +131,11 @@ class Loops:
             callbacks.on_train_begin()
             try:
                 logs = self._train(max_epochs, callbacks, requested)
+            except Exception as error:
+                for callback in callbacks.callbacks:
+                    if isinstance(callback, TrainingFailureCallback):
+                        callback.on_train_failure(error)
+                raise
             finally:
                 callbacks.on_train_end(logs)
             if requested:

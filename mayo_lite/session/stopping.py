@@ -13,6 +13,16 @@ import keras
 log = logging.getLogger("mayo_lite")
 
 
+class TrainingFailureCallback(keras.callbacks.Callback):
+    """A Keras callback that the loop also calls when training fails (a diverged loss, bad data, a lost worker),
+    before `on_train_end` and before the error goes on: Keras' callbacks have no such event, and what a callback
+    began writing for a run that produced nothing should not stay behind. Subclasses override
+    `on_train_failure`."""
+
+    def on_train_failure(self, error):
+        """Called once, with the exception that ends training."""
+
+
 class StopRequestCallback(keras.callbacks.Callback):
     """A Keras callback that the loop also calls when training is asked to stop (Ctrl-C, SIGTERM), after the
     current step and before `Interrupted` is raised: Keras' callbacks have no such event, and a checkpoint must be

@@ -1,11 +1,70 @@
 """TensorBoard's summaries of a training run."""
 
+from pathlib import Path
+
 import keras
+import tensorflow as tf
+
+from mayo_lite.errors import OutputError
+from mayo_lite.session.stopping import TrainingFailureCallback
 
 
-class TensorBoard(keras.callbacks.TensorBoard):
-    """Keras' `TensorBoard`, for a model the session trains without `compile`: the learning rate is in the logs
-    already, where Keras would look for `model.optimizer` (which an uncompiled model lacks)."""
+class TensorBoard(TrainingFailureCallback, keras.callbacks.TensorBoard):
+    """Keras' `TensorBoard`, for a model the session trains without `compile` (the learning rate is in the logs
+    already, where Keras would look for `model.optimizer`, which an uncompiled model lacks), that leaves nothing
+    behind for a run that produced nothing: when its writer cannot start (a full disk) the error is one line and
+    the directories it made are gone, and when training fails (a diverged loss) the event files of this run are
+    removed. Files of earlier runs in the same directory are kept.
+
+    Args:
+        log_dir: the run's TensorBoard directory (`system.log.tensorboard`).
+        **kwargs: those of `keras.callbacks.TensorBoard`.
+    """
+
+    def __init__(self, log_dir, **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self._before = None
 
     def _collect_learning_rate(self, logs):
         return logs
+
+    def on_train_begin(self, logs=None):
+        self._before = _tree(Path(self.log_dir))
+        try:
+            super().on_train_begin(logs)
+        except (OSError, tf.errors.OpError) as error:
+            self._writers = {}
+            self._remove_new()
+            reason = getattr(error, "strerror", None) or str(getattr(error, "message", error)).splitlines()[0]
+            raise OutputError(f"cannot write the TensorBoard log in {self.log_dir}: {reason[:160]}; free space there "
+                              "or set system.log.tensorboard=null") from None
+
+    def on_train_failure(self, error):
+        self._close_writers()
+        self._writers = {}
+        self._remove_new()
+
+    def _remove_new(self):
+        """Removes the files and the (then empty) directories under the log directory, and the log directory and
+        its new parents, that were not there when training began."""
+        directory = Path(self.log_dir)
+        before = self._before or set()
+        found = sorted(_tree(directory) - before, key=lambda path: len(path.parts), reverse=True)
+        for path in found:
+            if path.is_file() or path.is_symlink():
+                path.unlink(missing_ok=True)
+        for path in found:
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        for path in (directory, *directory.parents):
+            if path in before or not path.is_dir() or any(path.iterdir()):
+                break
+            path.rmdir()
+
+
+def _tree(directory):
+    """Every path under `directory`, the directory itself and its existing parents, as a set."""
+    found = {parent for parent in (directory, *directory.parents) if parent.exists()}
+    if directory.is_dir():
+        found.update(directory.rglob("*"))
+    return found
