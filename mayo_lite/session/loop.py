@@ -26,7 +26,7 @@ from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
 from mayo_lite.session.callbacks.progress import bar_verbosity
 from mayo_lite.session.batches import batches_per_epoch, counts, data_errors, no_empty_replicas
 from mayo_lite.session.epochs import epoch_text
-from mayo_lite.session.stopping import Fetcher, StopRequestCallback, TrainingFailureCallback, stop_requests
+from mayo_lite.session.stopping import Fetcher, LoopCallback, stop_requests
 
 log = logging.getLogger("mayo_lite")
 
@@ -121,7 +121,7 @@ class Loops:
         would: `on_train_batch_end(step of the epoch, logs)` after every step, `on_epoch_end(epoch index, logs)` at
         each boundary. A callback that sets `model.stop_training` ends training after the step or epoch.
 
-        Ctrl-C or SIGTERM stops training after the current step: the `StopRequestCallback`s among `callbacks` (the
+        Ctrl-C or SIGTERM stops training after the current step: the `LoopCallback`s among `callbacks` (the
         checkpoints) are called, then `Interrupted` is raised.
         """
         callbacks = keras.callbacks.CallbackList(list(callbacks), model=self.model)
@@ -133,7 +133,7 @@ class Loops:
                 logs = self._train(max_epochs, callbacks, requested)
             except Exception as error:
                 for callback in callbacks.callbacks:
-                    if isinstance(callback, TrainingFailureCallback):
+                    if isinstance(callback, LoopCallback):
                         callback.on_train_failure(error)
                 raise
             finally:
@@ -157,7 +157,7 @@ class Loops:
 
     def _stop(self, callbacks, logs):
         for callback in callbacks.callbacks:
-            if isinstance(callback, StopRequestCallback):
+            if isinstance(callback, LoopCallback):
                 callback.on_stop_request(logs)
 
     def _train(self, max_epochs, callbacks, requested):

@@ -16,25 +16,40 @@ import tensorflow as tf
 
 from mayo_lite import registry, weights
 from mayo_lite.config.mayo_overriders import translate
-from mayo_lite.quantize import quantizer_layers, update_quantizers
 from mayo_lite.data import make_dataset, num_examples
 from mayo_lite.data.description import label_offset, network_shape, num_classes
 from mayo_lite.distribute import cluster
 from mayo_lite.distribute.strategy import make_strategy, prepare_devices
 from mayo_lite.errors import CheckpointError, ConfigError
-from mayo_lite.fbs.sources import dense_sources
 from mayo_lite.net import build_model
 from mayo_lite.net.specs import with_class_count
 from mayo_lite.session import distill
 from mayo_lite.session.callbacks.divergence import DivergedError
 from mayo_lite.session.epochs import EpochCounter, epoch_text
 from mayo_lite.session.loop import Loops
+from mayo_lite.session.restore import assign
 from mayo_lite.settings import check_settings
 from mayo_lite.weights import checkpoint
 
 log = logging.getLogger("mayo_lite")
 
 _UNSET = object()  # a teacher not built yet
+
+@contextlib.contextmanager
+def _held_back(logger):
+    """The records `logger` (and its children) emit in the block, kept back instead of written: the caller hands
+    them on when it wants them said (a checkpoint's error must be the first line, before any line about the data)."""
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
 
 def prepared_settings(cfg, action):
     """The checked settings of `cfg` for `action`, this process's devices prepared for them (what the command
@@ -87,14 +102,17 @@ class Session:
         self.checkpoint_path = None  # the last checkpoint this session loaded or saved
         self.measured_densities = None  # per gated layer, from the last full evaluation
         self._teacher = _UNSET
-        for split in splits:
-            self.pipeline(split)
+        with _held_back(logging.getLogger("mayo_lite.data")) as said:
+            for split in splits:
+                self.pipeline(split)
         if continue_from is not None:
             log.info("continuing from %s, where the previous action left the weights", continue_from)
         if source is not None:
             self.load(source)
         elif self.selector == "latest":
             log.info("no checkpoint at %s: starting from initial weights", self.store.locate("latest"))
+        for record in said:  # what the data room said of the splits read above, in the order of the work
+            logging.getLogger(record.name).handle(record)
 
     @property
     def teacher(self):
@@ -280,69 +298,6 @@ class Session:
         """Loads a checkpoint file (or, for a `keras:` / `torchvision:` selector, pretrained weights)."""
         if isinstance(path, str) and path.startswith(weights.PRETRAINED_PREFIXES):
             stored, description = weights.read_pretrained(path, self.model)
-            return self._assign(stored, 0.0, {"model": description}, path, description)
+            return assign(self, stored, 0.0, {"model": description}, path, description)
         stored, epoch, meta = checkpoint.read(path)
-        return self._assign(stored, epoch, meta, path, f"checkpoint {path}")
-
-    def _assign(self, stored, epoch, meta, path, description):
-        targets = self.variables()
-        model_targets = {k: v for k, v in targets.items() if k.startswith("model/")}
-        model_stored = {k: v for k, v in stored.items() if k.startswith("model/")}
-        optimizer_stored = {k: v for k, v in stored.items() if k.startswith("optimizer/")}
-        pairs, missing, extra = checkpoint.match(model_targets, model_stored, path)
-        pairs, missing, extra, translated = self._dense_to_gated(pairs, missing, extra, model_stored, path)
-        if not pairs and model_targets:
-            raise CheckpointError(f"{path}: shares no variable with model {self.model.name!r} "
-                                  f"(checkpoint of {meta.get('model', 'an unknown model')!r})")
-        optimizer_pairs = []
-        if self.optimizer is not None and optimizer_stored:
-            optimizer_targets = {k: v for k, v in targets.items() if k.startswith("optimizer/")}
-            try:
-                optimizer_pairs, _, _ = checkpoint.match(optimizer_targets, optimizer_stored, path)
-            except CheckpointError:
-                log.info("optimizer state in %s does not fit this model; it starts afresh", path)
-        for variable, value in pairs + optimizer_pairs:
-            variable.assign(value)
-        # A checkpoint without masks is unpruned: masks a previous load of this session wrote go back to ones
-        # (eval-all loads a run's checkpoints one after another, pruned and not).
-        for name in missing:
-            if name.endswith("/mask"):
-                targets[name].assign(np.ones(targets[name].shape, targets[name].dtype))
-        self.epoch.assign(epoch)
-        self.checkpoint_path = path
-        log.info("loaded %s (epoch %s)", description, epoch_text(epoch))
-        # A float checkpoint in a quantized model: the weight quantizers' state (a point, a bias) comes from the
-        # loaded weights, as Mayo's overriders-update would, rather than from its defaults.
-        fresh = {id(targets[name]) for name in missing}
-        if any(id(v) in fresh for _, kind, q in quantizer_layers(self.model) if kind != "activation" for v in q.weights):
-            update_quantizers(self.model, activations=False)
-            log.info("weight quantizers updated from the loaded weights (the checkpoint has no quantizer state)")
-        if translated:
-            log.info("the gates of %s start from the dense batch norms: predictor bias from the scale, beta from "
-                     "the offset, and their moving statistics", ", ".join(translated))
-        if missing:
-            log.info("%d new variable(s), not in the checkpoint, keep their initial values: %s",
-                     len(missing), ", ".join(name.removeprefix("model/") for name in missing))
-        if extra:
-            log.info("%d variable(s) in the checkpoint are not in this model: %s",
-                     len(extra), ", ".join(name.removeprefix("model/") for name in extra))
-        if self.optimizer is not None and optimizer_stored and not optimizer_pairs:
-            log.info("the checkpoint's optimizer state (%s) does not match %s; it starts afresh",
-                     meta.get("optimizer"), type(self.optimizer).__name__)
-        return missing, extra
-
-    def _dense_to_gated(self, pairs, missing, extra, stored, path):
-        """Pairs the gated layers' variables missing from a dense checkpoint with the dense batch norms'."""
-        sources = {f"model/{target}": f"model/{source}" for target, source in dense_sources(self.model).items()}
-        targets = {name: variable for name, variable in self.variables().items() if name in missing}
-        found = {name: sources[name] for name in missing if sources.get(name) in stored}
-        if not found:
-            return pairs, missing, extra, []
-        more, _, _ = checkpoint.match({name: targets[name] for name in found},
-                                      {name: stored[source] for name, source in found.items()}, path)
-        used = set(found.values())
-        return (pairs + more, [name for name in missing if name not in found],
-                [name for name in extra if name not in used],
-                sorted({source.removeprefix("model/").rsplit(".bn/", 1)[0] for source in found.values()}))
-
-
+        return assign(self, stored, epoch, meta, path, f"checkpoint {path}")

@@ -13,23 +13,18 @@ import keras
 log = logging.getLogger("mayo_lite")
 
 
-class TrainingFailureCallback(keras.callbacks.Callback):
-    """A Keras callback that the loop also calls when training fails (a diverged loss, bad data, a lost worker),
-    before `on_train_end` and before the error goes on: Keras' callbacks have no such event, and what a callback
-    began writing for a run that produced nothing should not stay behind. Subclasses override
-    `on_train_failure`."""
-
-    def on_train_failure(self, error):
-        """Called once, with the exception that ends training."""
-
-
-class StopRequestCallback(keras.callbacks.Callback):
-    """A Keras callback that the loop also calls when training is asked to stop (Ctrl-C, SIGTERM), after the
-    current step and before `Interrupted` is raised: Keras' callbacks have no such event, and a checkpoint must be
-    saved before the process leaves. Subclasses override `on_stop_request`."""
+class LoopCallback(keras.callbacks.Callback):
+    """A Keras callback that also hears the two events of the session's loop Keras has none for: a stop request
+    (Ctrl-C, SIGTERM; after the current step, before `Interrupted` is raised: a checkpoint must be saved before the
+    process leaves) and a failure (a diverged loss, bad data, a lost worker; before `on_train_end` and before the
+    error goes on: what a callback began writing for a run that produced nothing should not stay behind).
+    Subclasses override the ones they need."""
 
     def on_stop_request(self, logs=None):
         """Called once, with the logs of the last step."""
+
+    def on_train_failure(self, error):
+        """Called once, with the exception that ends training."""
 
 
 @contextlib.contextmanager

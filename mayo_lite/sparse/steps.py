@@ -8,12 +8,11 @@ so that gathering the active output channels reads contiguous memory.
 """
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from mayo_lite.layers import GatedConv2D, ReduceMean, Squeeze
 from mayo_lite.sparse.features import Feature, absent_fill, materialize, nonzero, take
-from mayo_lite.sparse.folding import (Step, UnsupportedModel, apply_to_fill, as_array, batch_norm_affine, convolve,
+from mayo_lite.sparse.folding import (Step, UnsupportedModel, apply_to_fill, batch_norm_affine, convolve,
                                       elementwise, folded_bias, folded_kernel, spans_whole_kernel, variable)
 from mayo_lite.sparse.gated_step import GatedStep
 

@@ -12,12 +12,11 @@ quantized (TFMOT's LayerReLUQuantize leaves them float)."""
 import contextlib
 
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from mayo_lite.layers import MASKED_LAYERS
-from mayo_lite.models.cloning import ModelError, all_layers, check_model, clone, consumers, copy_weights
+from mayo_lite.models.cloning import all_layers, check_model, clone, consumers, copy_weights
 from mayo_lite.quantize.base import Quantizer
 
 _PASS = (keras.layers.BatchNormalization, keras.layers.ReLU, keras.layers.Activation)

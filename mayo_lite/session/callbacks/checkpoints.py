@@ -1,10 +1,10 @@
 """Saving a session's checkpoints while it trains."""
 
-from mayo_lite.session.stopping import StopRequestCallback
+from mayo_lite.session.stopping import LoopCallback
 from mayo_lite.weights.checkpoint import epoch_name
 
 
-class Checkpoints(StopRequestCallback):
+class Checkpoints(LoopCallback):
     """`latest` after every epoch and on a stop request; `epoch-N` every `interval` epochs, the newest `keep` kept.
 
     Args:

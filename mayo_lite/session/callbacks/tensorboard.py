@@ -6,10 +6,10 @@ import keras
 import tensorflow as tf
 
 from mayo_lite.errors import OutputError
-from mayo_lite.session.stopping import TrainingFailureCallback
+from mayo_lite.session.stopping import LoopCallback
 
 
-class TensorBoard(TrainingFailureCallback, keras.callbacks.TensorBoard):
+class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
     """Keras' `TensorBoard`, for a model the session trains without `compile` (the learning rate is in the logs
     already, where Keras would look for `model.optimizer`, which an uncompiled model lacks), that leaves nothing
     behind for a run that produced nothing: when its writer cannot start (a full disk) the error is one line and
