@@ -48,3 +48,15 @@ def workspace(tmp_path, monkeypatch):
         return lambda *arguments: main(list(arguments))
     yield prepare
     signal.signal(signal.SIGINT, previous)
+
+
+# The test files that take longest, in that order, before the others: with one process per core, each taking a file
+# at a time (pytest-xdist's `--dist loadfile`), a long file started last would leave the other cores idle at the end.
+LONGEST_FIRST = ("test_results.py", "test_sparse.py", "test_replica_equivalence.py", "test_cli.py",
+                 "test_keras_doc.py", "test_tutorial.py", "test_tuning.py", "test_keras_api.py", "test_doc_recipes.py",
+                 "test_export_model.py")
+
+
+def pytest_collection_modifyitems(items):
+    order = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: order.get(item.path.name, len(LONGEST_FIRST)))  # stable: a file keeps its order
