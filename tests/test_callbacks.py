@@ -2,6 +2,9 @@
 callbacks a trainer lists in `train.callbacks`."""
 
 import csv
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +99,29 @@ def test_the_loop_logs_hold_every_gated_layer(workspace, monkeypatch):
             "density/conv1", "step", "epoch", "total_loss"} <= set(seen[-1])
     assert [logs["step"] for logs in seen] == [1, 2, 3, 4]
     np.testing.assert_allclose([logs["epoch"] for logs in seen], [0.25, 0.5, 0.75, 1.0])
+
+
+# -- the progress bar on a terminal (through a pipe: tests/test_cli.py) ---------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_run_on_a_terminal_keeps_the_bar_redrawn_at_every_step(tmp_path):
+    (tmp_path / "gate.yaml").write_text(GATED)
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([str(ROOT / "my"), "gate.yaml", "system.max_epochs=1", "train"], cwd=tmp_path,
+                               stdout=secondary, stderr=subprocess.DEVNULL)
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(primary)
+    assert process.wait(timeout=300) == 0
+    # Redrawn in place (Keras draws at most every 0.05 s: at least the first step and the last), in colour.
+    assert out.count(b"\r\x1b[1m") >= 2 and b"\x08" in out, out[:300]

@@ -6,11 +6,30 @@ import math
 import tensorflow as tf
 
 from mayo_lite import registry
+from mayo_lite.config.keys import located_error
 from mayo_lite.errors import ConfigError
 from mayo_lite.session import callbacks, distill, pruning
 from mayo_lite.session.epochs import epoch_text
 
 log = logging.getLogger("mayo_lite")
+
+# The arguments of the registry's learning rate schedules and optimizers (Keras' and TF1's spellings) and the
+# warm-up, each read with the typed readers: Keras takes a string or a flag where a number belongs without a word
+# and fails in the middle of a step with Python's message, or never (`staircase: maybe` is true), so a bad value is
+# named here by its file and key, before any work. Name -> (low, low_open, high).
+NUMBERS = {
+    "_initial": (0, True, math.inf),  # every shipped trainer's initial rate (docs/config-language.md)
+    "warmup_epochs": (0, False, math.inf),
+    "initial_learning_rate": (0, False, math.inf), "learning_rate": (0, False, math.inf),
+    "value": (0, False, math.inf), "decay_steps": (0, True, math.inf), "decay_rate": (0, False, math.inf),
+    "alpha": (0, False, 1), "warmup_steps": (0, False, math.inf),
+    "momentum": (0, False, 1), "rho": (0, False, 1), "decay": (0, False, 1), "epsilon": (0, False, math.inf),
+    "beta_1": (0, False, 1), "beta_2": (0, False, 1), "beta1": (0, False, 1), "beta2": (0, False, 1),
+    "weight_decay": (0, False, math.inf), "clipnorm": (0, True, math.inf),
+}
+OPTIONAL_NUMBERS = {"warmup_target"}  # null: no warm-up in CosineDecay
+FLAGS = {"staircase", "nesterov", "use_nesterov", "amsgrad", "centered"}
+NUMBER_LISTS = {"boundaries", "values"}  # piecewise_constant
 
 
 def train(runner):
@@ -36,21 +55,10 @@ def check_train(cfg, settings):
     schedule, its optimizer and a gradual pruning schedule."""
     if cfg.get("train", None) is None:
         raise ConfigError("train: the config has no `train` section; add a trainer, e.g. trainers/lenet5.yaml")
-    spec = cfg.get("train.learning_rate")
-    if isinstance(spec, dict):
-        # The schedule's arguments are numbers (a boundary list, `staircase`), each refused here by its own key
-        # and the file or override that set it, before TensorFlow fails on it without naming either.
-        for key, value in spec.items():
-            if str(key).startswith("_") or key in ("type", "name", "warmup_epochs") or isinstance(value, (int, float, list)):
-                continue
-            if key == "staircase":
-                cfg.boolean("train.learning_rate.staircase")
-            else:
-                cfg.number(f"train.learning_rate.{key}")  # raises: expected a number, got 'abc'
-        if "warmup_epochs" in spec:
-            cfg.number("train.learning_rate.warmup_epochs", 0)
+    for key in ("train.learning_rate", "train.optimizer"):
+        _check_arguments(cfg, key)
     where = cfg.where("train.learning_rate")
-    schedule = registry.learning_rate_schedule(spec, where)
+    schedule = registry.learning_rate_schedule(cfg.get("train.learning_rate"), where)
     max_epochs = settings.max_epochs
     for epoch in (0.0, max_epochs / 2, max_epochs):
         try:
@@ -65,3 +73,26 @@ def check_train(cfg, settings):
     pruning.check_schedule(cfg)
     callbacks.user_callbacks(cfg)
     distill.settings(cfg)
+
+
+def _check_arguments(cfg, key):
+    """The numbers and flags of the schedule or optimizer mapping at `key`, read with the typed readers; unknown
+    arguments are left to the registry, which names them."""
+    spec = cfg.get(key)
+    if not isinstance(spec, dict):
+        return
+    for name in spec:
+        path = f"{key}.{name}"
+        if name in NUMBERS:
+            low, low_open, high = NUMBERS[name]
+            cfg.number(path, low, high, low_open=low_open)
+        elif name in OPTIONAL_NUMBERS:
+            cfg.number(path, 0, optional=True)
+        elif name in FLAGS:
+            cfg.boolean(path)
+        elif name in NUMBER_LISTS:
+            values = cfg.get(path)
+            if not isinstance(values, list) or not values:
+                raise located_error(cfg.origin(path), path, f"expected a list of numbers, got {values!r}")
+            for index in range(len(values)):
+                cfg.number(f"{path}.{index}")
