@@ -5,7 +5,6 @@ and config errors answer at once.
 """
 
 import contextlib
-import dataclasses
 import logging
 import os
 import signal
@@ -90,9 +89,9 @@ class Runner:
         settings = check_settings(self.cfg, name)  # before anything is built, read or written
         _configure_logging(settings.log_level)
         with _native_notices_silenced(not log.isEnabledFor(logging.DEBUG)):
-            from mayo_lite.distribute.strategy import prepare_devices  # TensorFlow loads only now
+            from mayo_lite.session.session import prepared_settings  # TensorFlow loads only now
             action, check = load_action(name)
-        self.settings = dataclasses.replace(settings, replicas=prepare_devices(self.cfg, settings.distribution))
+        self.settings = prepared_settings(self.cfg, name, settings)
         if check is not None:
             check(self.cfg, self.settings)
         self.reads = tuple(self.settings.eval_split if split == "eval" else split for split in ACTIONS[name].reads)

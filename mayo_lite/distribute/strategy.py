@@ -17,9 +17,9 @@ import tensorflow as tf
 from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
 from tensorflow.python.eager import context
 
-from mayo_lite.errors import ConfigError
 from mayo_lite.distribute import cluster as clusters
 from mayo_lite.distribute.checks import DERIVED
+from mayo_lite.errors import ConfigError
 
 log = logging.getLogger("mayo_lite")
 

@@ -6,7 +6,7 @@ import math
 import keras
 from keras import ops
 
-from mayo_lite.errors import ArgumentError
+from mayo_lite.layers.arguments import Arguments
 
 
 @keras.saving.register_keras_serializable(package="mayo_lite")
@@ -27,7 +27,7 @@ class Hadamard(keras.layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None or channels < 1 or 2 ** round(math.log2(channels)) != channels:
-            raise ArgumentError("input_shape", "a power of 2 channels", tuple(input_shape), f"Layer '{self.name}'")
+            raise Arguments(self.name).invalid("input_shape", "a power of 2 channels", tuple(input_shape))
         self.channels = channels
         self.scales = None
         if self.variable_scales:

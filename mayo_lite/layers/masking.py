@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from mayo_lite.errors import ArgumentError
+from mayo_lite.layers.arguments import Arguments
 
 
 class MaskConstraint(keras.constraints.Constraint):
@@ -110,8 +111,7 @@ class Masked:
 
     def __init__(self, *args, regrow=False, kernel_quantizer=None, bias_quantizer=None, **kwargs):
         if not isinstance(regrow, bool):
-            raise ArgumentError("regrow", "True or False", regrow, f"Layer '{kwargs.get('name')}'"
-                                if kwargs.get("name") else None)
+            raise Arguments(kwargs.get("name")).invalid("regrow", "True or False", regrow)
         super().__init__(*args, **kwargs)
         self._regrow = regrow
         object.__setattr__(self, "_regrow_switch", None)
@@ -128,7 +128,7 @@ class Masked:
     @regrow.setter
     def regrow(self, value):
         if not isinstance(value, bool):
-            raise ArgumentError("regrow", "True or False", value, f"Layer '{self.name}'")
+            raise Arguments(self.name).invalid("regrow", "True or False", value)
         if self.built and (value or self._regrow_switch is not None):
             if self._regrow_switch is None:
                 _add_regrow_switch(self, 1.0)

@@ -21,6 +21,8 @@ def data_errors(session, split):
     try:
         yield
     except tf.errors.OpError as error:
+        if "Collective" in str(error.message):  # the replicas' all-reduce failed: not the data's fault
+            raise
         lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
         name = session.dataset.get("name")
         source = (session.dataset.get("source") or {}).get("path") if isinstance(session.dataset, dict) else None
@@ -35,8 +37,6 @@ def data_errors(session, split):
                             ) from error
         message = next((line for line in lines if not line.startswith(("Graph execution error", "Detected at"))),
                        lines[0] if lines else type(error).__name__)
-        if "Collective" in str(error.message):  # the replicas' all-reduce failed: not the data's fault
-            raise
         if isinstance(error, (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.NotFoundError)):
             raise DataError(f"{where}: reading the {split} split failed: {message[:200]}") from error
         raise

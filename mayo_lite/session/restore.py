@@ -63,6 +63,7 @@ def assign(session, stored, epoch, meta, path, description):
                  meta.get("optimizer"), type(session.optimizer).__name__)
     return missing, extra
 
+
 def _dense_to_gated(session, pairs, missing, extra, stored, path):
     """Pairs the gated layers' variables missing from a dense checkpoint with the dense batch norms'."""
     sources = {f"model/{target}": f"model/{source}" for target, source in dense_sources(session.model).items()}
@@ -76,5 +77,3 @@ def _dense_to_gated(session, pairs, missing, extra, stored, path):
     return (pairs + more, [name for name in missing if name not in found],
             [name for name in extra if name not in used],
             sorted({source.removeprefix("model/").rsplit(".bn/", 1)[0] for source in found.values()}))
-
-

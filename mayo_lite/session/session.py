@@ -51,10 +51,11 @@ def _held_back(logger):
         logger.propagate = propagate
 
 
-def prepared_settings(cfg, action):
-    """The checked settings of `cfg` for `action`, this process's devices prepared for them (what the command
-    line does before each action; a session built without the command line does it here)."""
-    settings = check_settings(cfg, action)
+def prepared_settings(cfg, action, settings=None):
+    """The checked settings of `cfg` for `action` (`settings`, when the caller checked them already), this
+    process's devices prepared for them: what the command line does before each action, and a session built
+    without the command line does itself."""
+    settings = settings if settings is not None else check_settings(cfg, action)
     return dataclasses.replace(settings, replicas=prepare_devices(cfg, settings.distribution))
 
 

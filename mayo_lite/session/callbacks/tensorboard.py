@@ -45,21 +45,14 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
         self._remove_new()
 
     def _remove_new(self):
-        """Removes the files and the (then empty) directories under the log directory, and the log directory and
-        its new parents, that were not there when training began."""
-        directory = Path(self.log_dir)
-        before = self._before or set()
-        found = sorted(_tree(directory) - before, key=lambda path: len(path.parts), reverse=True)
+        """Removes the files under the log directory, and the (then empty) directories there, the log directory and
+        its parents, that were not there when training began, the deepest first."""
+        found = sorted(_tree(Path(self.log_dir)) - self._before, key=lambda path: len(path.parts), reverse=True)
         for path in found:
             if path.is_file() or path.is_symlink():
                 path.unlink(missing_ok=True)
-        for path in found:
-            if path.is_dir() and not any(path.iterdir()):
+            elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
-        for path in (directory, *directory.parents):
-            if path in before or not path.is_dir() or any(path.iterdir()):
-                break
-            path.rmdir()
 
 
 def _tree(directory):
