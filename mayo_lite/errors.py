@@ -70,3 +70,15 @@ class CheckpointError(UserError):
 
 class Interrupted(Exception):
     """Training was stopped by Ctrl-C or SIGTERM after saving its progress; the launcher exits with status 130."""
+
+
+def caused_by_interrupt(error):
+    """Whether Ctrl-C (or SIGTERM) caused `error`: a C extension interrupted while Python imports it re-raises
+    the interrupt as another error (TensorFlow's pybind11 modules: "ImportError: initialization failed")."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False

@@ -15,7 +15,7 @@ import traceback
 from mayo_lite import __version__
 from mayo_lite.config import Config
 from mayo_lite.config.keys import shorten
-from mayo_lite.errors import Interrupted, UserError, did_you_mean
+from mayo_lite.errors import Interrupted, UserError, caused_by_interrupt, did_you_mean
 from mayo_lite.session.actions import ACTIONS
 from mayo_lite.session.actions import load as load_action
 from mayo_lite.settings import check_settings
@@ -195,6 +195,9 @@ def main(argv=None):
     except BrokenPipeError:
         raise
     except Exception as error:  # noqa: BLE001 - the launcher's last line of defence: one line, exit status 1
+        if caused_by_interrupt(error):
+            print("my: interrupted", file=sys.stderr)
+            return 130
         if log.isEnabledFor(logging.DEBUG):
             traceback.print_exc()
         message = str(error).strip().splitlines()
