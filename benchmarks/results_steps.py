@@ -230,11 +230,11 @@ def slimming_chain(run, model, seed, start, budgets, teacher, rate, name="slimmi
         channels = channels or sum(int(width.split("=")[1]) for width in _widths(current.model))
 
         def narrowed(pruned):
-            narrow = narrow_model(pruned, current.model_spec, current.input_shape(), origin=current.cfg.origin)
+            narrow = narrow_model(pruned)
             return effective_macs(narrow if narrow is not None else pruned)
         percent, macs = search(current.model, budget, narrowed, granularity="channel", layers=["conv*"],
                                scope="layer")
-        narrow = narrow_model(current.model, current.model_spec, current.input_shape(), origin=current.cfg.origin)
+        narrow = narrow_model(current.model)
         widths = _widths(narrow)
         path = run.workdir / directory / "narrowed.npz"
         arguments = [*files, *widths, f"system.checkpoint.load={path}", f"system.checkpoint.path={directory}",

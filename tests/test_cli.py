@@ -160,6 +160,13 @@ def test_eval_all_writes_a_row_per_checkpoint(run, tmp_path):
     assert {tuple(line.split(",")[4:]) for line in lines[1:]} == {("2320", "2320")}
 
 
+def test_eval_all_without_checkpoints_is_one_line_naming_the_directory(run, tmp_path, capsys):
+    assert run("tiny.yaml", "eval-all") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"my: error: eval-all: no checkpoints in {Path('checkpoints/tiny/synthetic')}"
+    assert not (tmp_path / "eval_all.csv").exists()
+
+
 def test_config_change_discards_the_session(run, tmp_path, capsys):
     # The second train sees max_epochs=2 only through a fresh session that loads `latest` (epoch 1).
     assert run("tiny.yaml", "system.max_epochs=1", "train", "system.max_epochs=2", "train") == 0

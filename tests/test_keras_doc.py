@@ -35,5 +35,8 @@ def test_the_keras_page_examples_run_and_print_what_the_page_says(tmp_path):
     assert pruned == sorted(pruned) and abs(pruned[-1] - 0.6) < 0.01
     assert float(lines[3]) == 0.0                       # saved and loaded
     assert float(lines[4]) < 1e-5                       # stripped
-    assert lines[5].startswith("gated 33 convolutions: conv1_conv")
+    widths = ast.literal_eval(lines[5])                 # narrowed: the channels holding half the weights gone
+    assert len(widths) == 2 and 0 < widths[0] < 32 and 0 < widths[1] < 64
+    assert float(lines[6]) < 1e-5                       # and the same outputs
+    assert lines[7].startswith("gated 33 convolutions: conv1_conv")
     assert "300774272" in lines

@@ -253,6 +253,13 @@ class Session:
         log.info("saved checkpoint %s (epoch %s%s)", path, epoch_text(self.epoch.value), digest)
         return path
 
+    def saved_checkpoints(self, action):
+        """This run's checkpoint files, as `action` walks them; one error line naming the directory if none."""
+        paths = self.store.available()
+        if not paths:
+            raise CheckpointError(f"{action}: no checkpoints in {self.store.directory}")
+        return paths
+
     def keep_numbered(self, count):
         """Removes this run's numbered checkpoints (`epoch-N`) but the newest `count`."""
         self.store.prune_numbered(count)

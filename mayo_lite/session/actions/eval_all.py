@@ -5,7 +5,6 @@ import csv
 import io
 import logging
 
-from mayo_lite.errors import ConfigError
 from mayo_lite.files import output_path, write_atomically
 from mayo_lite.net import model_cost
 from mayo_lite.session.epochs import epoch_text
@@ -15,9 +14,7 @@ log = logging.getLogger("mayo_lite")
 
 def eval_all(runner):
     session = runner.session()
-    paths = session.store.available()
-    if not paths:
-        raise ConfigError(f"eval-all: no checkpoints in {session.store.directory}")
+    paths = session.saved_checkpoints("eval-all")
     rows = []
     for path in paths:
         session.load(path)
