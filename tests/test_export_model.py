@@ -47,6 +47,22 @@ def test_the_exported_model_computes_what_the_pruned_one_does_without_masks(work
     np.testing.assert_allclose(served.serve(tf.constant(images)), expected, atol=1e-5)
 
 
+def test_a_channel_pruned_model_is_exported_narrower_with_the_same_outputs(workdir, capsys):
+    """conv0's pruned channels leave the network (conv1 and the shortcut read fewer inputs); conv1 and the shortcut
+    feed an addition, so they keep their widths."""
+    assert main(["small.yaml", "train", "prune.granularity=channel", "prune.percent=0.4", "prune",
+                 "export-model"]) == 0
+    out = capsys.readouterr().out
+    images = np.random.default_rng(0).random((3, 8, 8, 3), dtype=np.float32)
+    pruned = session_outputs("small.yaml", images, "pruned")
+    exported = keras.models.load_model(workdir / "exported" / "small.keras")
+    width = exported.get_layer("conv0").filters
+    assert 0 < width < 8 and f"from conv0 (8→{width}); MACs" in out
+    assert exported.get_layer("conv1").kernel.shape == (3, 3, width, 6)
+    assert exported.get_layer("shortcut").kernel.shape == (1, 1, width, 6)
+    np.testing.assert_allclose(exported(images, training=False), pruned, atol=1e-5)
+
+
 SERVE_WITHOUT_THE_PACKAGE = """
 import sys
 import numpy as np

@@ -41,8 +41,9 @@ ACTIONS = {
                     "check_prune"),
     "export-model": Action("export_model", "export_model",
                            "write a deployable model in every format of system.export.formats (.keras, SavedModel, "
-                           "TensorFlow Lite, int8, ONNX) with masks and batch norms folded, each checked against "
-                           "Keras; a gated model also as its sparse SavedModel and native program", "check_export_model"),
+                           "TensorFlow Lite, int8, ONNX) with masks and batch norms folded and channel-pruned channels "
+                           "removed, each checked against Keras; a gated model also as its sparse SavedModel and "
+                           "native program", "check_export_model"),
     "bench": Action("bench", "bench", "time one-image inference side by side: dense Keras, folded and compiled, "
                                       "TensorFlow Lite, and for a gated model its sparse execution (on the engine "
                                       "timed fastest here) and the static network of the same width; print the "

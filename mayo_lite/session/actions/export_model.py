@@ -3,10 +3,11 @@ lists (`.keras`, SavedModel, TensorFlow Lite, int8 TensorFlow Lite, ONNX), each 
 checked against Keras on validation images.
 
 The copy is rebuilt from the config without masks, so pruned convolutions become plain `Conv2D` layers whose pruned
-weights are zero, and every batch norm that follows a convolution is folded into it. Gated (FBS) layers stay
-`GatedConv2D`: loading the `.keras` file needs `mayo_lite.layers` imported, the other formats need nothing. A
-gated model is also written as its sparse execution path (`mayo_lite.sparse`), a SavedModel that computes only the
-active channels of one image at a time.
+weights are zero; the channels that channel pruning switched off are removed (`mayo_lite.models.narrowing`), so the
+exported network is really narrower; and every batch norm that follows a convolution is folded into it. Gated (FBS)
+layers stay `GatedConv2D`: loading the `.keras` file needs `mayo_lite.layers` imported, the other formats need
+nothing. A gated model is also written as its sparse execution path (`mayo_lite.sparse`), a SavedModel that computes
+only the active channels of one image at a time.
 """
 
 import logging
@@ -22,7 +23,9 @@ from mayo_lite.errors import ConfigError, DataError
 from mayo_lite.files import output_path
 from mayo_lite.layers import gated_layers
 from mayo_lite.net import build_model
+from mayo_lite.models.cost import model_cost
 from mayo_lite.models.folding import fold_batch_norms, with_keras_layers
+from mayo_lite.models.narrowing import narrow_model
 from mayo_lite.quantize import quantizer_layers
 from mayo_lite.quantize.export import int8_ready
 from mayo_lite.session.actions.export_formats import FORMATS, compressed_size, missing, quiet, remove, size
@@ -80,6 +83,15 @@ def _human(count):
     return f"{count} B"
 
 
+def _print_narrowing(plain, narrow):
+    widths = {layer.name: (layer.filters, narrow.get_layer(layer.name).filters) for layer in plain.layers
+              if hasattr(layer, "filters") and layer.filters != narrow.get_layer(layer.name).filters}
+    removed = sum(before - after for before, after in widths.values())
+    print(f"  channel pruning: {removed} of {sum(before for before, _ in widths.values())} output channels removed "
+          f"from {', '.join(f'{name} ({before}→{after})' for name, (before, after) in widths.items())}; MACs "
+          f"{model_cost(plain).total['macs']:,} → {model_cost(narrow).total['macs']:,}", flush=True)
+
+
 def check_export_model(cfg, settings):
     """The formats, before any work: known names (their list and the other settings are checked by
     `settings.check_settings`)."""
@@ -93,12 +105,14 @@ def export_model(runner):
     cfg, session = runner.cfg, runner.session()
     directory = output_path(runner.settings.export.path)
     quantized = any(quantizer_layers(session.model))
+    narrow = None
     if quantized:  # the quantized weights baked in, the activations' quantizers kept; int8 keeps their grids
         plain, folded, int8_model, norms, learned = int8_ready(session.model)
     else:
         plain = build_model(session.model_spec, session.input_shape(), origin=cfg.origin, masked=False)
         copy_folded(session.model, plain)
-        folded, norms = fold_batch_norms(plain)
+        narrow = narrow_model(plain)
+        folded, norms = fold_batch_norms(narrow if narrow is not None else plain)
     folded, own_layers = with_keras_layers(folded)
     if not quantized:
         int8_model, learned = folded, 0
@@ -113,6 +127,8 @@ def export_model(runner):
     directory.mkdir(parents=True, exist_ok=True)
     print(f"export-model: {plain.name}, pruning masks folded into the kernels, {len(norms)} batch norms folded "
           f"into the layer before them; each format loaded back and run on {len(checks)} {source}", flush=True)
+    if narrow is not None:
+        _print_narrowing(plain, narrow)
     if own_layers:
         print(f"  the .keras file needs mayo_lite.layers imported to load ({', '.join(own_layers)}); the other "
               f"formats need nothing", flush=True)
