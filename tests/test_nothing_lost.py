@@ -120,6 +120,30 @@ def test_a_full_disk_when_tensorboard_starts_is_one_line_and_leaves_nothing(trai
     assert digest(LATEST) == before
 
 
+def test_a_disk_that_fills_during_training_stops_the_tensorboard_log_not_the_training(trained, monkeypatch, capsys):
+    """TensorFlow's writer raises when it flushes to a full disk (seen on a 300 KB tmpfs): one warning, the log
+    stops, the run trains on and saves its checkpoints."""
+    import tensorflow as tf
+    scalar, calls = tf.summary.scalar, [0]
+
+    def filling(*arguments, **options):
+        calls[0] += 1
+        if calls[0] > 3:  # the first epoch's summaries fit, then the disk is full
+            raise tf.errors.ResourceExhaustedError(
+                None, None, "{{function_node __wrapped__WriteSummary}} tb/run/train/events.out.tfevents.1; No space "
+                "left on device\n\tFailed to flush 11 events")
+        return scalar(*arguments, **options)
+    monkeypatch.setattr(tf.summary, "scalar", filling)
+    capsys.readouterr()
+    assert main(["steady.yaml", "system.max_epochs=3", "system.log.tensorboard=tb/run", "train"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("TensorBoard:")]
+    assert warnings == ["TensorBoard: cannot write to tb/run (No space left on device); training goes on without "
+                        "its TensorBoard log"], err
+    assert "Traceback" not in err
+    assert checkpoint.read(LATEST)[1] == 3.0
+
+
 def test_a_weight_turned_nan_mid_training_never_reaches_the_checkpoint(trained, monkeypatch, capsys):
     before = digest(LATEST)
     build = Loops._build_train_step

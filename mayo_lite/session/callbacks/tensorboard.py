@@ -1,5 +1,6 @@
 """TensorBoard's summaries of a training run."""
 
+import logging
 from pathlib import Path
 
 import keras
@@ -8,13 +9,17 @@ import tensorflow as tf
 from mayo_lite.errors import OutputError
 from mayo_lite.session.stopping import LoopCallback
 
+log = logging.getLogger("mayo_lite")
+
 
 class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
     """Keras' `TensorBoard`, for a model the session trains without `compile` (the learning rate is in the logs
     already, where Keras would look for `model.optimizer`, which an uncompiled model lacks), that leaves nothing
     behind for a run that produced nothing: when its writer cannot start (a full disk) the error is one line and
     the directories it made are gone, and when training fails (a diverged loss) the event files of this run are
-    removed. Files of earlier runs in the same directory are kept.
+    removed. Files of earlier runs in the same directory are kept. A write that fails later (the disk filled during
+    the run) stops the log with one warning, not the training: the summaries are a by-product, the checkpoints are
+    not.
 
     Args:
         log_dir: the run's TensorBoard directory (`system.log.tensorboard`).
@@ -24,6 +29,7 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
     def __init__(self, log_dir, **kwargs):
         super().__init__(log_dir, **kwargs)
         self._before = None
+        self._stopped = False
 
     def _collect_learning_rate(self, logs):
         return logs
@@ -35,12 +41,47 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
         except (OSError, tf.errors.OpError) as error:
             self._writers = {}
             self._remove_new()
-            reason = getattr(error, "strerror", None) or str(getattr(error, "message", error)).splitlines()[0]
-            raise OutputError(f"cannot write the TensorBoard log in {self.log_dir}: {reason[:160]}; free space there "
-                              "or set system.log.tensorboard=null") from None
+            raise OutputError(f"cannot write the TensorBoard log in {self.log_dir}: {_reason(error)}; free space "
+                              "there or set system.log.tensorboard=null") from None
+
+    def _guarded(self, write, *args):
+        if self._stopped:
+            return
+        try:
+            write(*args)
+        except (OSError, tf.errors.OpError) as error:
+            self._stopped = True
+            # Leave the writers' contexts without flushing (the failed events would fail again) and drop them.
+            while self._prev_summary_state:
+                try:
+                    self._pop_writer()
+                except (OSError, tf.errors.OpError):
+                    pass
+            self._writers = {}
+            log.warning("TensorBoard: cannot write to %s (%s); training goes on without its TensorBoard log",
+                        self.log_dir, _reason(error))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._guarded(super().on_epoch_end, epoch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._guarded(super().on_train_batch_end, batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self._guarded(super().on_test_begin, logs)
+
+    def on_test_end(self, logs=None):
+        self._guarded(super().on_test_end, logs)
+
+    def on_train_end(self, logs=None):
+        self._guarded(super().on_train_end, logs)
 
     def on_train_failure(self, error):
-        self._close_writers()
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, tf.errors.OpError):
+                pass
         self._writers = {}
         self._remove_new()
 
@@ -53,6 +94,12 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
                 path.unlink(missing_ok=True)
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+
+
+def _reason(error):
+    """The cause of a failed write in a few words ("No space left on device"), without TensorFlow's op names."""
+    reason = getattr(error, "strerror", None) or str(getattr(error, "message", error)).splitlines()[0]
+    return reason.rsplit("; ", 1)[-1][:160]
 
 
 def _tree(directory):
