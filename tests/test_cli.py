@@ -161,9 +161,10 @@ def test_eval_all_writes_a_row_per_checkpoint(run, tmp_path):
 
 
 def test_eval_all_without_checkpoints_is_one_line_naming_the_directory(run, tmp_path, capsys):
+    """Before the model is built: the error is the only line."""
     assert run("tiny.yaml", "eval-all") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"my: error: eval-all: no checkpoints in {Path('checkpoints/tiny/synthetic')}"
+    assert err == [f"my: error: eval-all: no checkpoints in {Path('checkpoints/tiny/synthetic')}"]
     assert not (tmp_path / "eval_all.csv").exists()
 
 

@@ -253,12 +253,9 @@ class Session:
         log.info("saved checkpoint %s (epoch %s%s)", path, epoch_text(self.epoch.value), digest)
         return path
 
-    def saved_checkpoints(self, action):
-        """This run's checkpoint files, as `action` walks them; one error line naming the directory if none."""
-        paths = self.store.available()
-        if not paths:
-            raise CheckpointError(f"{action}: no checkpoints in {self.store.directory}")
-        return paths
+    def saved_checkpoints(self):
+        """This run's checkpoint files: numbered ones by epoch, then named ones by name."""
+        return self.store.available()
 
     def keep_numbered(self, count):
         """Removes this run's numbered checkpoints (`epoch-N`) but the newest `count`."""

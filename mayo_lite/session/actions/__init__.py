@@ -35,7 +35,7 @@ ACTIONS = {
     "save": Action("save", "save", "save the session as checkpoint `latest`"),
     "export": Action("export", "export", "write the merged, resolved config to export.yaml"),
     "eval-all": Action("eval_all", "eval_all", "evaluate every saved checkpoint of the run and write eval_all.csv",
-                       reads=("eval",)),
+                       "check_eval_all", reads=("eval",)),
     "prune": Action("prune", "prune", "prune convolution weights as the prune: section says (kernel level by "
                                       "default), report accuracy before and after, save checkpoint `pruned`",
                     "check_prune"),

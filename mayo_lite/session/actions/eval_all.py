@@ -5,16 +5,25 @@ import csv
 import io
 import logging
 
+from mayo_lite.errors import CheckpointError
 from mayo_lite.files import output_path, write_atomically
 from mayo_lite.net import model_cost
 from mayo_lite.session.epochs import epoch_text
+from mayo_lite.weights.checkpoint import CheckpointStore
 
 log = logging.getLogger("mayo_lite")
 
 
+def check_eval_all(cfg, settings):
+    """Checkpoints to evaluate, before the model is built."""
+    store = CheckpointStore(settings.checkpoint_path)
+    if not store.available():
+        raise CheckpointError(f"eval-all: no checkpoints in {store.directory}")
+
+
 def eval_all(runner):
     session = runner.session()
-    paths = session.saved_checkpoints("eval-all")
+    paths = session.saved_checkpoints()
     rows = []
     for path in paths:
         session.load(path)

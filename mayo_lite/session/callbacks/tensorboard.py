@@ -51,7 +51,8 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
             write(*args)
         except (OSError, tf.errors.OpError) as error:
             self._stopped = True
-            # Leave the writers' contexts without flushing (the failed events would fail again) and drop them.
+            # Leave the writers' contexts Keras entered (leaving flushes, which may fail again) and drop the writers
+            # unclosed: closing would retry the events that failed.
             while self._prev_summary_state:
                 try:
                     self._pop_writer()
