@@ -220,7 +220,7 @@ def slimming_chain(run, model, seed, start, budgets, teacher, rate, name="slimmi
     """Network slimming step after step down to `budgets` ((density of the FBS twin, epochs), MACs): channels
     pruned by |gamma|, the same share in every convolution (one global threshold emptied whole layers of M-CifarNet),
     the narrower network saved and fine-tuned; returns the records."""
-    from mayo_lite.net import narrow_model
+    from mayo_lite.prune import narrow_model
     from mayo_lite.weights.checkpoint import CheckpointStore
     files = [f"models/{model}.yaml", *run.data]
     records, previous, widths, channels = [], start, [], None

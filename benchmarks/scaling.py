@@ -29,7 +29,6 @@ def worker(arguments):
     import keras
 
     from mayo_lite.cli import Runner
-    from mayo_lite.session.session import prepared_settings
 
     runner = Runner()
     runner.cfg.load(arguments.model)
@@ -43,7 +42,6 @@ def worker(arguments):
                      f"dataset.num_examples_per_epoch.train={arguments.steps * arguments.batch * replicas}",
                      f"system.strategy={'multi_worker' if workers > 1 else 'default'}"):
         runner.cfg.override(override)
-    runner.settings = prepared_settings(runner.cfg, "train")
     session = runner.session()
 
     class Timer(keras.callbacks.Callback):

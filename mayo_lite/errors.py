@@ -35,7 +35,6 @@ class ArgumentError(UserError, ValueError):
         self.argument = argument
         self.expected = expected
         self.value = value
-        self.owner = owner
 
 
 def argument_message(argument, expected, value, owner=None):
@@ -46,9 +45,9 @@ def argument_message(argument, expected, value, owner=None):
             f"Received: {argument}={value!r}")
 
 
-def interval(low, high, low_open=False, high_open=False):
-    """`[low, high]`, `(low, high]`, ...: the range an error says a number must lie in."""
-    return f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+def interval(low, high, low_open=False):
+    """`[low, high]` or `(low, high]`: the range an error says a number must lie in."""
+    return f"{'(' if low_open else '['}{low}, {high}]"
 
 
 class ConfigError(UserError):

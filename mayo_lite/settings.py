@@ -77,7 +77,6 @@ class Settings:
     bench: Optional[Bench] = None
     plot: Optional[Plot] = None
     export: Optional[Export] = None
-    replicas: Optional[int] = None     # the replicas in sync, once the command line prepared the devices
 
 
 def _directory(cfg, key, writing):

@@ -1,6 +1,6 @@
-"""A channel-pruned network made really narrower (`mayo_lite.prune.narrow_model`, also `mayo_lite.net.narrow_model`):
-the same outputs as the masked model (the independent reference: the pruned model itself, run by Keras), MACs of the
-narrower widths counted by hand, nothing removed that still carries a signal or that a join needs at full width."""
+"""A channel-pruned network made really narrower (`mayo_lite.prune.narrow_model`): the same outputs as the masked
+model (the independent reference: the pruned model itself, run by Keras), MACs of the narrower widths counted by
+hand, nothing removed that still carries a signal or that a join needs at full width."""
 
 import keras
 import numpy as np

@@ -192,9 +192,9 @@ for name, case in json.loads(sys.argv[1]).items():
 def run_cases(directory, cases):
     """Runs PROGRAM once on `cases` ({name: (config text, case settings)}) in `directory`: {name: report}."""
     specs = {}
-    for number, (name, (text, case)) in enumerate(cases.items()):
+    for number, (name, (text, options)) in enumerate(cases.items()):
         (directory / f"case{number}.yaml").write_text(text)
-        specs[name] = {"config": f"case{number}.yaml", "mode": "steps", "batch": GLOBAL_BATCH, "steps": 3, **case}
+        specs[name] = {"config": f"case{number}.yaml", "mode": "steps", "batch": GLOBAL_BATCH, "steps": 3, **options}
     result = subprocess.run([sys.executable, "-c", PROGRAM, json.dumps(specs)], cwd=directory, capture_output=True,
                             text=True, timeout=900, env=ENVIRONMENT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -207,11 +207,9 @@ def run_cases(directory, cases):
     return reports
 
 
-def run_case(tmp_path, text, mode="steps", **case):
+def run_case(tmp_path, text, mode="steps", **options):
     """Runs PROGRAM on config `text` in `tmp_path`, in a fresh interpreter of its own; returns its report."""
-    report = run_cases(tmp_path, {"case": (text, {"mode": mode, **case})})["case"]
-    assert "error" not in report, report.get("error")
-    return report
+    return case(run_cases(tmp_path, {"case": (text, {"mode": mode, **options})}), "case")
 
 
 # The cases of the tests below, run together in one interpreter (starting TensorFlow once, not once a case): each
@@ -245,10 +243,9 @@ def reports(tmp_path_factory):
     return run_cases(tmp_path_factory.mktemp("replicas"), CASES)
 
 
-@pytest.fixture
-def report(reports, request):
-    """The report of the case the test names (`@pytest.mark.case(name)`)."""
-    found = reports[request.node.get_closest_marker("case").args[0]]
+def case(reports, name):
+    """The report of case `name`, which ran without an error."""
+    found = reports[name]
     assert "error" not in found, found.get("error")
     return found
 
@@ -263,19 +260,19 @@ def assert_same_steps(report, steps=3):
     assert max(report["spread"].values()) == 0.0, "the replicas' copies of a variable differ"
 
 
-@pytest.mark.case("plain")
-def test_a_plain_model_steps_as_on_one_device(report):
+def test_a_plain_model_steps_as_on_one_device(reports):
+    report = case(reports, "plain")
     assert_same_steps(report)
 
 
-@pytest.mark.case("pruned")
-def test_a_pruned_model_steps_as_on_one_device_and_pruned_weights_stay_zero(report):
+def test_a_pruned_model_steps_as_on_one_device_and_pruned_weights_stay_zero(reports):
+    report = case(reports, "pruned")
     assert_same_steps(report)
     assert report["masks"] and max(report["masks"].values()) == 0.0
 
 
-@pytest.mark.case("gated")
-def test_a_gated_model_with_online_thresholds_steps_as_on_one_device(report):
+def test_a_gated_model_with_online_thresholds_steps_as_on_one_device(reports):
+    report = case(reports, "gated")
     assert_same_steps(report)
 
 
@@ -283,8 +280,7 @@ def test_a_gated_model_with_online_thresholds_steps_as_on_one_device(report):
 def test_a_moving_threshold_has_one_value_the_one_device_value(reports, threshold):
     """Replicas trace the step through the same layer objects; each must move the threshold with its own gammas, and
     all must move it by the mean over the global batch."""
-    report = reports[f"threshold-{threshold}"]
-    assert "error" not in report, report.get("error")
+    report = case(reports, f"threshold-{threshold}")
     assert_same_steps(report)
     names = [name for name in report["two"] if name.endswith("/threshold")]
     assert names == (["model/global_threshold/threshold"] if threshold == "global" else
@@ -298,38 +294,36 @@ def test_a_moving_threshold_has_one_value_the_one_device_value(reports, threshol
 @pytest.mark.parametrize("regularizer", ["{l1: 0.01}", "{l2: 0.05}", "{moe: 0.5, moi: 0.5}"])
 def test_gate_regularisers_count_once_over_the_global_batch(reports, regularizer):
     """`l1` sums |gamma · active| over the batch: each replica's share alone would count half of it."""
-    report = reports[f"regularizer-{regularizer}"]
-    assert "error" not in report, report.get("error")
+    report = case(reports, f"regularizer-{regularizer}")
     assert_same_steps(report)
     loss, total = report["steps"][0]["results"][1][0] / GLOBAL_BATCH, report["steps"][0]["results"][1][5]
     assert total - loss > 1e-3  # the regularisation is in the total, and counted as one device counts it
     assert total == pytest.approx(report["steps"][0]["results"][0][5], rel=1e-6)
 
 
-@pytest.mark.case("weight-penalty")
-def test_a_weight_penalty_counts_once(report):
+def test_a_weight_penalty_counts_once(reports):
+    report = case(reports, "weight-penalty")
     assert_same_steps(report)
 
 
-@pytest.mark.case("uneven")
-def test_a_last_batch_split_unevenly_weighs_every_example_alike(report):
+def test_a_last_batch_split_unevenly_weighs_every_example_alike(reports):
     """67 examples: the fifth batch holds 3, two for the first replica and one for the second."""
+    report = case(reports, "uneven")
     assert [step["batch"] for step in report["steps"]] == [16, 16, 16, 16, 3]
     assert_same_steps(report, steps=5)
 
 
 @pytest.mark.parametrize("kind", ["keras", "gated"])
 def test_batch_norm_steps_as_on_one_device_when_the_shares_have_the_batch_statistics(reports, kind):
-    report = reports[f"batch-norm-{kind}"]
-    assert "error" not in report, report.get("error")
+    report = case(reports, f"batch-norm-{kind}")
     assert_same_steps(report)
 
 
-@pytest.mark.case("batch-norm-shares")
-def test_batch_norm_normalises_each_replica_by_its_own_share(report):
+def test_batch_norm_normalises_each_replica_by_its_own_share(reports):
     """The legitimate difference (see the module's docstring), pinned: the weights differ, the first batch norm's
     moving mean is one device's, its moving variance lacks the variance between the shares, and the replicas keep
     one copy of the moving statistics (the step averages them)."""
+    report = case(reports, "batch-norm-shares")
     step = report["steps"][0]
     assert step["differences"]["model/conv0/kernel"] > 1e-4
     expected = report["batch_norm"]
@@ -341,11 +335,11 @@ def test_batch_norm_normalises_each_replica_by_its_own_share(report):
     assert max(report["spread"].values()) == 0.0
 
 
-@pytest.mark.case("no-empty-replica")
-def test_no_replica_is_left_an_empty_batch(report):
+def test_no_replica_is_left_an_empty_batch(reports):
     """65 training and 33 validation examples: a last batch of one would leave the second replica none (TensorFlow's
     CPU convolutions fail on an empty batch); it joins the batch before it. Evaluation still counts every example,
     and one device evaluates the trained weights to the same figures."""
+    report = case(reports, "no-empty-replica")
     assert report["epoch"] == 1.0
     assert max(report["spread"].values()) == 0.0
     one, two = report["one"], report["two"]
@@ -376,9 +370,7 @@ def test_checkpoints_move_between_one_and_two_replicas(tmp_path):
     runs = {}
     for order in [(1, 1), (2, 1), (1, 2)]:
         directory = tmp_path / "-".join(map(str, order))
-        if order == (1, 2):  # its first epoch is (1, 1)'s, on one device: copied, not trained again
-            shutil.copytree(tmp_path / "one-epoch", directory)
-        else:
+        if order != (1, 2):  # (1, 2)'s first epoch is (1, 1)'s, on one device: copied there, not trained again
             directory.mkdir()
             (directory / "model.yaml").write_text(text)
         for epoch, count in enumerate(order, start=1):
@@ -386,7 +378,7 @@ def test_checkpoints_move_between_one_and_two_replicas(tmp_path):
                 continue
             result = my(directory, *settings, *replicas(count), f"system.max_epochs={epoch}", "train")
             if order == (1, 1) and epoch == 1:
-                shutil.copytree(directory, tmp_path / "one-epoch")
+                shutil.copytree(directory, tmp_path / "1-2")
             if count == 2:
                 assert "2 replicas under MirroredStrategy" in result.stderr
             if (epoch, count) == (1, 2):

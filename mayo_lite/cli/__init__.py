@@ -78,7 +78,7 @@ class Runner:
         trained, whichever run directory they were saved in."""
         if previous is None or previous.checkpoint_path is None:
             return None
-        if self.settings.checkpoint_load != previous.selector:
+        if self.settings.checkpoint_load != previous.settings.checkpoint_load:
             return None
         return previous.checkpoint_path
 
@@ -123,10 +123,8 @@ def _native_notices_silenced(silence):
 
 
 def _configure_logging(level):
-    levels = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
-    if level not in levels:
-        raise UserError(f"system.log.level: expected one of {', '.join(levels)}, got {level!r}")
-    log.setLevel(levels[level])
+    """`level`: the checked system.log.level (one of settings.LOG_LEVELS)."""
+    log.setLevel(getattr(logging, level.upper()))
     # TensorFlow and TensorFlow Datasets log through absl; below debug only their errors concern a user.
     logging.getLogger("absl").setLevel(logging.DEBUG if level == "debug" else logging.ERROR)
 

@@ -34,22 +34,22 @@ _prepared = []  # [(key, strategy)]
 def prepare_devices(cfg, distribution):
     """Prepares this process's devices for the run `distribution` (the config's, checked) describes and sets
     `system.replicas` in `cfg`, the replicas in sync across all workers, for configs to read (a learning rate
-    scaled with the global batch). Returns that count."""
+    scaled with the global batch)."""
     name = distribution.strategy
     local = None if name == "tpu" else _local_replicas(distribution)
     replicas = _once(distribution).num_replicas_in_sync if name in _ONCE else local
     if cfg.get("system.replicas") != replicas:
         cfg.set("system.replicas", replicas, origin=DERIVED)
-    return replicas
 
 
-def make_strategy(distribution, replicas):
-    """The strategy of a session: built afresh, or for a cluster or a TPU the one of this process. `replicas`: what
-    `prepare_devices` returned."""
+def make_strategy(distribution):
+    """The strategy of a session, devices prepared (`prepare_devices`): built afresh, or for a cluster or a TPU the
+    one of this process; `default` over more than one local replica is `mirrored`."""
     name = distribution.strategy
     if name in _ONCE:
         return _once(distribution)
-    if name == "default" and replicas > 1:
+    local = len(distribution.visible_gpus) if distribution.visible_gpus is not None else distribution.num_gpus
+    if name == "default" and local > 1:
         name = "mirrored"
     return STRATEGIES[name](distribution)
 
@@ -102,7 +102,7 @@ def _cpu_replicas(count):
 
 def _once(distribution):
     name = distribution.strategy
-    key = (name, distribution.cluster if name == "multi_worker" else None)
+    key = (name, distribution.cluster)  # None but for multi_worker (cluster.read)
     if _prepared:
         if _prepared[0][0] == key:
             return _prepared[0][1]

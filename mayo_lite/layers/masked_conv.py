@@ -1,7 +1,6 @@
 """`MaskedConv2D`: a `Conv2D` that convolves with `kernel · mask` (static pruning, `mayo_lite.layers.masking`)."""
 
 import keras
-from keras import ops
 
 from mayo_lite.layers.masking import Masked, add_mask
 
@@ -28,10 +27,4 @@ class MaskedConv2D(Masked, keras.layers.Conv2D):
         add_mask(self)
 
     def call(self, inputs):
-        outputs = self.convolution_op(inputs, self.masked_kernel(self.kernel))
-        if self.use_bias:
-            channel_axis = -1 if self.data_format == "channels_last" else 1
-            bias_shape = [1] * len(outputs.shape)
-            bias_shape[channel_axis] = self.filters
-            outputs = outputs + ops.reshape(self.effective_bias(), bias_shape)
-        return outputs if self.activation is None else self.activation(outputs)
+        return self.biased_and_activated(self.convolution_op(inputs, self.masked_kernel(self.kernel)))

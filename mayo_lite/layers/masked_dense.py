@@ -21,7 +21,4 @@ class MaskedDense(Masked, keras.layers.Dense):
         add_mask(self)
 
     def call(self, inputs, training=None):
-        outputs = ops.matmul(inputs, self.masked_kernel(self._kernel))
-        if self.bias is not None:
-            outputs = outputs + self.effective_bias()
-        return outputs if self.activation is None else self.activation(outputs)
+        return self.biased_and_activated(ops.matmul(inputs, self.masked_kernel(self._kernel)))

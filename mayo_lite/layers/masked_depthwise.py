@@ -24,9 +24,4 @@ class MaskedDepthwiseConv2D(Masked, keras.layers.DepthwiseConv2D):
         outputs = ops.depthwise_conv(inputs, self.masked_kernel(self.kernel), strides=self.strides,
                                      padding=self.padding, dilation_rate=self.dilation_rate,
                                      data_format=self.data_format)
-        if self.use_bias:
-            channel_axis = -1 if self.data_format == "channels_last" else 1
-            bias_shape = [1] * len(outputs.shape)
-            bias_shape[channel_axis] = outputs.shape[channel_axis]
-            outputs = outputs + ops.reshape(self.effective_bias(), bias_shape)
-        return outputs if self.activation is None else self.activation(outputs)
+        return self.biased_and_activated(outputs)

@@ -153,6 +153,15 @@ class Masked:
         """The bias the layer adds: quantized if it has a bias quantizer."""
         return self.bias if self.bias_quantizer is None else self.bias_quantizer(self.bias)
 
+    def biased_and_activated(self, outputs):
+        """`activation(outputs + bias)`, the (effective) bias along the channel axis."""
+        if self.bias is not None:
+            axis = 1 if getattr(self, "data_format", "channels_last") == "channels_first" else -1
+            shape = [1] * len(outputs.shape)
+            shape[axis] = outputs.shape[axis]
+            outputs = outputs + ops.reshape(self.effective_bias(), shape)
+        return outputs if self.activation is None else self.activation(outputs)
+
     def get_config(self):
         config = super().get_config()
         if self._regrow:  # only then: out of regrow mode the config is exactly the base class's

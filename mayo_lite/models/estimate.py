@@ -17,8 +17,7 @@ import math
 import keras
 import numpy as np
 
-from mayo_lite.layers import (GatedConv2D, LocalResponseNormalization, ReduceMean, Squeeze)
-from mayo_lite.layers.quantizer import Quantizer
+from mayo_lite.layers import GatedConv2D, LocalResponseNormalization, Quantizer, ReduceMean, Squeeze
 from mayo_lite.layers.thresholds import active_count
 
 # The attribute naming the YAML layer a Keras layer was built for (`mayo_lite.net` sets it; a model built otherwise

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from mayo_lite.layers import MASKED_LAYERS, ReduceMean, Squeeze
-from mayo_lite.models.cloning import all_layers, calls, check_model, clone, consumers
+from mayo_lite.models.cloning import all_layers, calls, check_model, clone, copy_weights
 
 _PLAIN = {masked: plain for plain, masked in MASKED_LAYERS.items()}
 _CONVOLUTIONS = (keras.layers.Conv2D, MASKED_LAYERS[keras.layers.Conv2D])
@@ -148,11 +148,10 @@ def _walk(model, kept):
     return plan
 
 
-def kept_channels(model):
-    """{convolution name: indices of the output channels it keeps}, for the convolutions that can lose any (their
-    output is exactly zero there, and every layer it reaches keeps it zero and can lose it)."""
+def _removal(model):
+    """(the kept channels of the convolutions that can lose any, the walk's plan for them)."""
     if _graph(model) is None:
-        return {}
+        return {}, {}
     found = {}
     for layer in model.layers:
         if _convolution(layer):
@@ -161,25 +160,35 @@ def kept_channels(model):
                 found[layer.name] = np.flatnonzero(~zero)
     while found:
         try:
-            _walk(model, found)
-            break
+            return found, _walk(model, found)
         except _Blocked as blocked:
             del found[blocked.source]
-    return found
+    return {}, {}
 
 
-def _sliced(layer, values, channels, out):
-    if "kernel" in values and channels is not None:
-        kernel = values["kernel"]
-        values["kernel"] = kernel[channels] if kernel.ndim == 2 else kernel[:, :, channels, :]
-    if out is not None and (_convolution(layer) or type(layer) in _DEPTHWISE):
-        if _convolution(layer):
-            values["kernel"] = values["kernel"][..., out]
-        if "bias" in values:
-            values["bias"] = values["bias"][out]
-    if isinstance(layer, keras.layers.BatchNormalization) and channels is not None:
-        values = {name: value[channels] for name, value in values.items()}
-    return values
+def kept_channels(model):
+    """{convolution name: indices of the output channels it keeps}, for the convolutions that can lose any (their
+    output is exactly zero there, and every layer it reaches keeps it zero and can lose it)."""
+    return _removal(model)[0]
+
+
+def _slicing(layer, channels, out):
+    """`copy_weights`' transform for `layer`: its mask multiplied into its kernel, then its weights cut to the
+    `channels` it reads and the `out` channels it writes (None: all)."""
+    mask = weight_value(layer, "mask")
+    batch_norm = isinstance(layer, keras.layers.BatchNormalization)
+
+    def transform(name, value):
+        if name == "kernel" and mask is not None:
+            value = value * mask
+        if name == "kernel" and channels is not None:
+            value = value[channels] if value.ndim == 2 else value[:, :, channels, :]
+        if name == "kernel" and out is not None and _convolution(layer):
+            value = value[..., out]
+        if name == "bias" and out is not None:
+            value = value[out]
+        return value[channels] if batch_norm and channels is not None else value
+    return transform
 
 
 def narrow_model(model):
@@ -205,10 +214,9 @@ def narrow_model(model):
         The narrower copy, or None when no channel can be removed.
     """
     check_model(model, "narrow_model")
-    kept = kept_channels(model)
+    kept, plan = _removal(model)
     if not kept:
         return None
-    plan = _walk(model, kept)
 
     def replace(layer):
         if layer.name not in plan:
@@ -220,14 +228,6 @@ def narrow_model(model):
 
     copied, replaced = clone(model, replace)
     for original in all_layers(model):
-        target = replaced.get(id(original))
-        if target is None:
-            continue
-        values = {variable.path.rsplit("/", 1)[-1]: np.asarray(variable.numpy()) for variable in original.weights}
-        mask = values.pop("mask", None)
-        if mask is not None:
-            values["kernel"] = values["kernel"] * mask
-        values = _sliced(original, values, *plan[original.name])
-        for variable in target.weights:
-            variable.assign(values[variable.path.rsplit("/", 1)[-1]].astype(variable.dtype))
+        if id(original) in replaced:
+            copy_weights(original, replaced[id(original)], _slicing(original, *plan[original.name]))
     return copied

@@ -26,7 +26,7 @@ from mayo_lite.layers import gated_layers, mean_density, update_global_threshold
 from mayo_lite.session.callbacks.progress import bar_verbosity
 from mayo_lite.session.batches import batches_per_epoch, counts, data_errors, no_empty_replicas
 from mayo_lite.session.epochs import epoch_text
-from mayo_lite.session.stopping import Fetcher, LoopCallback, stop_requests
+from mayo_lite.session.stopping import Fetcher, loop_callbacks, stop_requests
 
 log = logging.getLogger("mayo_lite")
 
@@ -132,9 +132,8 @@ class Loops:
             try:
                 logs = self._train(max_epochs, callbacks, requested)
             except Exception as error:
-                for callback in callbacks.callbacks:
-                    if isinstance(callback, LoopCallback):
-                        callback.on_train_failure(error)
+                for callback in loop_callbacks(callbacks):
+                    callback.on_train_failure(error)
                 raise
             finally:
                 callbacks.on_train_end(logs)
@@ -156,9 +155,8 @@ class Loops:
         return logs
 
     def _stop(self, callbacks, logs):
-        for callback in callbacks.callbacks:
-            if isinstance(callback, LoopCallback):
-                callback.on_stop_request(logs)
+        for callback in loop_callbacks(callbacks):
+            callback.on_stop_request(logs)
 
     def _train(self, max_epochs, callbacks, requested):
         session = self.session
@@ -201,8 +199,7 @@ class Loops:
             # The reading thread has reached the end of the epoch's batches: let it finish. Left running inside
             # TensorFlow when the process exits, it aborts the process ("terminate called after throwing an instance
             # of ''"; measured in 7 of 10 two-worker runs).
-            batches.stopped.set()
-            batches.thread.join()
+            batches.close()
             if session.epoch.value >= index + 1 - 1e-6:
                 # Snap to the boundary: summed float increments land a hair off whole epochs.
                 session.epoch.assign(index + 1)

@@ -22,7 +22,7 @@ def assign(session, stored, epoch, meta, path, description):
     model_stored = {k: v for k, v in stored.items() if k.startswith("model/")}
     optimizer_stored = {k: v for k, v in stored.items() if k.startswith("optimizer/")}
     pairs, missing, extra = checkpoint.match(model_targets, model_stored, path)
-    pairs, missing, extra, translated = _dense_to_gated(session, pairs, missing, extra, model_stored, path)
+    pairs, missing, extra, translated = _dense_to_gated(session, targets, pairs, missing, extra, model_stored, path)
     if not pairs and model_targets:
         raise CheckpointError(f"{path}: shares no variable with model {session.model.name!r} "
                               f"(checkpoint of {meta.get('model', 'an unknown model')!r})")
@@ -61,13 +61,11 @@ def assign(session, stored, epoch, meta, path, description):
     if session.optimizer is not None and optimizer_stored and not optimizer_pairs:
         log.info("the checkpoint's optimizer state (%s) does not match %s; it starts afresh",
                  meta.get("optimizer"), type(session.optimizer).__name__)
-    return missing, extra
 
 
-def _dense_to_gated(session, pairs, missing, extra, stored, path):
+def _dense_to_gated(session, targets, pairs, missing, extra, stored, path):
     """Pairs the gated layers' variables missing from a dense checkpoint with the dense batch norms'."""
     sources = {f"model/{target}": f"model/{source}" for target, source in dense_sources(session.model).items()}
-    targets = {name: variable for name, variable in session.variables().items() if name in missing}
     found = {name: sources[name] for name in missing if sources.get(name) in stored}
     if not found:
         return pairs, missing, extra, []

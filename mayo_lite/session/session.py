@@ -5,7 +5,6 @@ config changes. Data pipelines are built lazily, so `info` on CIFAR-10 needs no 
 """
 
 import contextlib
-import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -56,7 +55,8 @@ def prepared_settings(cfg, action, settings=None):
     process's devices prepared for them: what the command line does before each action, and a session built
     without the command line does itself."""
     settings = settings if settings is not None else check_settings(cfg, action)
-    return dataclasses.replace(settings, replicas=prepare_devices(cfg, settings.distribution))
+    prepare_devices(cfg, settings.distribution)
+    return settings
 
 
 class Session:
@@ -74,14 +74,12 @@ class Session:
         self.version = cfg.version
         if settings.seed is not None:
             keras.utils.set_random_seed(settings.seed)
-        self.seed = settings.seed
-        self.strategy = make_strategy(settings.distribution, settings.replicas)
+        self.strategy = make_strategy(settings.distribution)
         if self.strategy.num_replicas_in_sync > 1:
             log.info("%d replicas under %s", self.strategy.num_replicas_in_sync, type(self.strategy).__name__)
         self.dataset = cfg.get("dataset")
         self.batch_size = settings.batch_size_per_gpu * self.strategy.num_replicas_in_sync
         self.store = checkpoint.CheckpointStore(settings.checkpoint_path)
-        self.selector = settings.checkpoint_load
         source = continue_from if continue_from is not None else self._selected_path()
         # Mayo's pruning overriders on layers are read as `prune:` settings (session/pruning.py reads them too).
         mayo = translate(self.cfg.get("model"), cfg.where)  # self.cfg: num_classes after the background rule
@@ -110,7 +108,7 @@ class Session:
             log.info("continuing from %s, where the previous action left the weights", continue_from)
         if source is not None:
             self.load(source)
-        elif self.selector == "latest":
+        elif settings.checkpoint_load == "latest":
             log.info("no checkpoint at %s: starting from initial weights", self.store.locate("latest"))
         for record in said:  # what the data room said of the splits read above, in the order of the work
             logging.getLogger(record.name).handle(record)
@@ -201,7 +199,7 @@ class Session:
         if key not in self._pipelines:
             if training:
                 self._pipelines = {k: v for k, v in self._pipelines.items() if k[0] != "train"}
-            base = self.seed if self.seed is not None else cluster.shared_seed()
+            base = self.settings.seed if self.settings.seed is not None else cluster.shared_seed()
             seed = None if base is None else base + (epoch if training else 0)
             with self._located():
                 self._pipelines[key] = make_dataset(
@@ -264,9 +262,9 @@ class Session:
     def _selected_path(self):
         """The checkpoint `system.checkpoint.load` selects, or None (none selected, or no `latest` yet); a
         `keras:` / `torchvision:` selector is returned as it is."""
-        if self.selector is None:
+        if self.settings.checkpoint_load is None:
             return None
-        return self.checkpoint_for(self.selector, "system.checkpoint.load")
+        return self.checkpoint_for(self.settings.checkpoint_load, "system.checkpoint.load")
 
     def checkpoint_for(self, selector, key):
         """The checkpoint `selector` names as the value of setting `key` (`system.checkpoint.load`,
@@ -303,6 +301,7 @@ class Session:
         """Loads a checkpoint file (or, for a `keras:` / `torchvision:` selector, pretrained weights)."""
         if isinstance(path, str) and path.startswith(weights.PRETRAINED_PREFIXES):
             stored, description = weights.read_pretrained(path, self.model)
-            return assign(self, stored, 0.0, {"model": description}, path, description)
+            assign(self, stored, 0.0, {"model": description}, path, description)
+            return
         stored, epoch, meta = checkpoint.read(path)
-        return assign(self, stored, epoch, meta, path, f"checkpoint {path}")
+        assign(self, stored, epoch, meta, path, f"checkpoint {path}")

@@ -27,6 +27,11 @@ class LoopCallback(keras.callbacks.Callback):
         """Called once, with the exception that ends training."""
 
 
+def loop_callbacks(callbacks):
+    """The `LoopCallback`s of a `keras.callbacks.CallbackList`."""
+    return [callback for callback in callbacks.callbacks if isinstance(callback, LoopCallback)]
+
+
 @contextlib.contextmanager
 def stop_requests():
     """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request that the loop honours after the current step; the
@@ -105,3 +110,8 @@ class Fetcher:
                 yield item
         finally:
             self.stopped.set()
+
+    def close(self):
+        """Stops the reading thread and waits until it has finished."""
+        self.stopped.set()
+        self.thread.join()

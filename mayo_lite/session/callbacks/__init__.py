@@ -36,8 +36,7 @@ def from_config(cfg, settings, session, gradual=None):
     callbacks += user_callbacks(cfg)
     callbacks.append(Checkpoints(session, settings.save_interval, settings.save_keep))
     if settings.tensorboard is not None:
-        callbacks.append(TensorBoard(str(output_path(settings.tensorboard)), write_graph=False,
-                                     update_freq="epoch"))
+        callbacks.append(TensorBoard(str(output_path(settings.tensorboard))))
     if settings.history is not None:
         callbacks.append(History(output_path(settings.history)))
     return callbacks

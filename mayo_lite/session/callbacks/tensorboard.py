@@ -19,15 +19,14 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
     the directories it made are gone, and when training fails (a diverged loss) the event files of this run are
     removed. Files of earlier runs in the same directory are kept. A write that fails later (the disk filled during
     the run) stops the log with one warning, not the training: the summaries are a by-product, the checkpoints are
-    not.
+    not. It writes each epoch's logs, and no graph.
 
     Args:
         log_dir: the run's TensorBoard directory (`system.log.tensorboard`).
-        **kwargs: those of `keras.callbacks.TensorBoard`.
     """
 
-    def __init__(self, log_dir, **kwargs):
-        super().__init__(log_dir, **kwargs)
+    def __init__(self, log_dir):
+        super().__init__(log_dir, write_graph=False, update_freq="epoch")
         self._before = None
         self._stopped = False
 
@@ -51,14 +50,7 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
             write(*args)
         except (OSError, tf.errors.OpError) as error:
             self._stopped = True
-            # Leave the writers' contexts Keras entered (leaving flushes, which may fail again) and drop the writers
-            # unclosed: closing would retry the events that failed.
-            while self._prev_summary_state:
-                try:
-                    self._pop_writer()
-                except (OSError, tf.errors.OpError):
-                    pass
-            self._writers = {}
+            self._writers = {}  # dropped unclosed: closing would retry the events that failed
             log.warning("TensorBoard: cannot write to %s (%s); training goes on without its TensorBoard log",
                         self.log_dir, _reason(error))
 
@@ -66,13 +58,9 @@ class TensorBoard(LoopCallback, keras.callbacks.TensorBoard):
         self._guarded(super().on_epoch_end, epoch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
+        # Keras writes per-batch scalars to the default writer, which a failed flush can leave set (measured on a
+        # full tmpfs: the next step raised ResourceExhaustedError).
         self._guarded(super().on_train_batch_end, batch, logs)
-
-    def on_test_begin(self, logs=None):
-        self._guarded(super().on_test_begin, logs)
-
-    def on_test_end(self, logs=None):
-        self._guarded(super().on_test_end, logs)
 
     def on_train_end(self, logs=None):
         self._guarded(super().on_train_end, logs)
